@@ -1,0 +1,271 @@
+"""Per-sample gradient sign sums for Conv2d/Linear weights: the engines behind GradSign.
+
+All engines compute, for a network in training mode and a batch (x_i, y_i), i = 1..N::
+
+    S_k = sum_i sign(g_ik)        g_i = d cross_entropy(f(x_i), y_i) / d weights (Conv2d, Linear)
+
+with BatchNorm normalising each sample by its own statistics (as a batch of one would), sign(0) = 0,
+and non-finite g_ik left out of the sum (and counted). They differ only in how they get g_i:
+
+- ``loop``: N backward passes at batch size 1 (the reference's way; slow, launch-bound on a GPU).
+- ``hooks`` (production): one batched forward+backward per chunk of samples, each BatchNorm switched to
+  per-sample statistics (``instance_norm`` with the BN's affine parameters, which is exactly BatchNorm on
+  a batch of one); per-sample weight gradients are formed inside backward hooks from each layer's input
+  and output gradient and reduced to sign sums at once, so no N x P gradient tensor is ever held.
+  Parameters need no summed gradient, so backward computes none: the per-sample products replace it.
+- ``func``: ``torch.func.vmap(grad(...))`` over ``functional_call``, per chunk.
+
+Invariant shared by all three: samples never interact (per-sample BN), so chunking the batch changes no
+number beyond float rounding.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import types
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+WEIGHTED = (nn.Conv2d, nn.Linear)
+ENGINES = ("hooks", "func", "loop")
+DEFAULT_MEMORY_BUDGET_MB = 1024
+
+
+@dataclass
+class SignSums:
+    """Per-layer sign sums S (same shapes as the weights) and how many non-finite entries were dropped.
+
+    Counts stay on the device until read, so adding a layer never waits for the GPU.
+    """
+
+    sums: dict[str, torch.Tensor] = field(default_factory=dict)
+    _nonfinite: list[torch.Tensor] = field(default_factory=list)
+
+    def add(self, name: str, per_sample: torch.Tensor) -> None:
+        """Add sum_i sign(g_i) for per-sample gradients ``per_sample`` (N, *weight.shape)."""
+        finite = torch.isfinite(per_sample)
+        signs = torch.sign(per_sample).masked_fill_(~finite, 0.0)
+        self._nonfinite.append((~finite).sum())
+        total = signs.sum(0)
+        if name in self.sums:
+            self.sums[name] += total
+        else:
+            self.sums[name] = total
+
+    @property
+    def nonfinite(self) -> int:
+        return int(sum(int(t.item()) for t in self._nonfinite))
+
+    def score(self) -> float:
+        """sum_k |S_k| over every weight entry, accumulated in float64 (exact for any realistic size)."""
+        if not self.sums:
+            return 0.0
+        return float(torch.stack([s.abs().sum(dtype=torch.float64) for s in self.sums.values()]).sum().item())
+
+
+def weighted_layers(net: nn.Module) -> list[tuple[str, nn.Module]]:
+    return [(name, m) for name, m in net.named_modules() if isinstance(m, WEIGHTED)]
+
+
+def _per_sample_batch_norm(self: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
+    if x.dim() < 3:
+        raise ValueError(
+            f"{type(self).__name__} on input {tuple(x.shape)} has one value per channel per sample: "
+            "per-sample BatchNorm (as GradSign needs) is undefined there"
+        )
+    return F.instance_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
+
+
+@contextlib.contextmanager
+def per_sample_batch_norm(net: nn.Module) -> Iterator[None]:
+    """Within the block every BatchNorm of ``net`` normalises each sample by its own statistics."""
+    patched = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m in patched:
+        m.forward = types.MethodType(_per_sample_batch_norm, m)
+    try:
+        yield
+    finally:
+        for m in patched:
+            del m.forward
+
+
+def _conv_per_sample_grad(conv: nn.Conv2d, x: torch.Tensor, grad_out: torch.Tensor) -> torch.Tensor:
+    """Per-sample weight gradients (N, C_out, C_in/groups, kh, kw) of a Conv2d from its input and output grad."""
+    n = x.shape[0]
+    kh, kw = conv.kernel_size
+    groups = conv.groups
+    c_out = conv.out_channels
+    if (kh, kw) == (1, 1) and conv.stride == (1, 1) and conv.padding in ((0, 0), "valid") and conv.dilation == (1, 1):
+        cols = x.flatten(2)
+    else:
+        if isinstance(conv.padding, str) or conv.padding_mode != "zeros":
+            raise NotImplementedError("per-sample gradients need a Conv2d with numeric zero padding")
+        cols = F.unfold(x, (kh, kw), dilation=conv.dilation, padding=conv.padding, stride=conv.stride)
+    g = grad_out.flatten(2)  # (N, C_out, L)
+    if groups == 1:
+        per_sample = torch.bmm(g, cols.transpose(1, 2))  # (N, C_out, C_in*kh*kw)
+    else:
+        cols = cols.view(n, groups, -1, cols.shape[-1])
+        g = g.view(n, groups, c_out // groups, g.shape[-1])
+        per_sample = torch.einsum("ngol,ngil->ngoi", g, cols)
+    return per_sample.reshape(n, *conv.weight.shape)
+
+
+def _linear_per_sample_grad(linear: nn.Linear, x: torch.Tensor, grad_out: torch.Tensor) -> torch.Tensor:
+    n = x.shape[0]
+    return torch.einsum("nlo,nli->noi", grad_out.reshape(n, -1, grad_out.shape[-1]), x.reshape(n, -1, x.shape[-1]))
+
+
+def per_sample_weight_grad(module: nn.Module, x: torch.Tensor, grad_out: torch.Tensor) -> torch.Tensor:
+    if isinstance(module, nn.Conv2d):
+        return _conv_per_sample_grad(module, x, grad_out)
+    return _linear_per_sample_grad(module, x, grad_out)
+
+
+def auto_chunk_size(net: nn.Module, inputs: torch.Tensor, memory_budget_mb: int = DEFAULT_MEMORY_BUDGET_MB) -> int:
+    """Samples per chunk so that one chunk's activations and per-sample gradients fit the budget.
+
+    A function of (network structure, input shape, budget) only - not of free device memory - so every
+    actor picks the same chunks for the same cell. Measured by one no-grad forward of a single sample.
+    """
+    per_sample_bytes = 0
+    handles = []
+
+    def count(module: nn.Module, args, output) -> None:
+        nonlocal per_sample_bytes
+        if isinstance(output, torch.Tensor):
+            per_sample_bytes += 3 * output.numel() * output.element_size()  # output, its grad, saved input
+        if isinstance(module, nn.Conv2d):
+            kh, kw = module.kernel_size
+            cols = args[0][0].numel() * kh * kw // max(1, module.stride[0] * module.stride[1])
+            per_sample_bytes += (cols + module.weight.numel()) * module.weight.element_size()
+
+    for m in net.modules():
+        if len(list(m.children())) == 0:
+            handles.append(m.register_forward_hook(count))
+    try:
+        with torch.no_grad(), per_sample_batch_norm(net):
+            net(inputs[:1])
+    finally:
+        for h in handles:
+            h.remove()
+    budget = memory_budget_mb * 2**20
+    return int(max(1, min(inputs.shape[0], budget // max(1, per_sample_bytes))))
+
+
+def _chunks(n: int, chunk_size: int) -> Iterator[slice]:
+    for start in range(0, n, chunk_size):
+        yield slice(start, min(n, start + chunk_size))
+
+
+def sign_sums_hooks(net: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
+                    chunk_size: int | None = None) -> SignSums:
+    """Production engine: batched forward+backward per chunk, per-sample grads formed in hooks."""
+    net.train()
+    layers = weighted_layers(net)
+    result = SignSums()
+    chunk_size = chunk_size or auto_chunk_size(net, inputs)
+    requires = [p.requires_grad for p in net.parameters()]
+    for p in net.parameters():
+        p.requires_grad_(False)
+
+    # A layer called several times in one forward (shared weights) has its per-sample gradient summed
+    # over its calls before the sign is taken; most layers are called once and reduce at once.
+    pending: dict[str, torch.Tensor] = {}
+    calls_left: dict[str, int] = {}
+
+    def reduce(name: str, per_sample: torch.Tensor) -> None:
+        if calls_left[name] > 0 or name in pending:
+            pending[name] = pending[name] + per_sample if name in pending else per_sample
+            if calls_left[name] == 0:
+                result.add(name, pending.pop(name))
+        else:
+            result.add(name, per_sample)
+
+    def make_forward_hook(name: str):
+        def forward_hook(module: nn.Module, args, output: torch.Tensor) -> None:
+            if not output.requires_grad:
+                return
+            calls_left[name] = calls_left.get(name, 0) + 1
+            x = args[0].detach()
+
+            def on_grad(grad_out: torch.Tensor) -> None:
+                calls_left[name] -= 1
+                reduce(name, per_sample_weight_grad(module, x, grad_out.detach()))
+
+            output.register_hook(on_grad)
+        return forward_hook
+
+    handles = [m.register_forward_hook(make_forward_hook(name)) for name, m in layers]
+    try:
+        with per_sample_batch_norm(net):
+            for part in _chunks(inputs.shape[0], chunk_size):
+                x = inputs[part].detach().requires_grad_(True)
+                loss = F.cross_entropy(net(x), targets[part], reduction="sum")
+                torch.autograd.grad(loss, x)
+                for name in list(pending):  # a shared layer some of whose calls got no gradient
+                    result.add(name, pending.pop(name))
+                calls_left.clear()
+    finally:
+        for h in handles:
+            h.remove()
+        for p, r in zip(net.parameters(), requires):
+            p.requires_grad_(r)
+    return result
+
+
+def sign_sums_func(net: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
+                   chunk_size: int | None = None) -> SignSums:
+    """``torch.func`` engine: vmap(grad(loss of one sample)) over chunks of samples."""
+    from torch.func import functional_call, grad, vmap
+
+    net.train()
+    layers = weighted_layers(net)
+    weights = {f"{name}.weight" if name else "weight": m.weight.detach() for name, m in layers}
+    others = {k: v.detach() for k, v in net.named_parameters() if k not in weights}
+    buffers = dict(net.named_buffers())
+    chunk_size = chunk_size or auto_chunk_size(net, inputs)
+
+    def sample_loss(w: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        out = functional_call(net, ({**w, **others}, buffers), (x.unsqueeze(0),))
+        return F.cross_entropy(out, y.unsqueeze(0))
+
+    per_sample = vmap(grad(sample_loss), in_dims=(None, 0, 0))
+    result = SignSums()
+    with per_sample_batch_norm(net):
+        for part in _chunks(inputs.shape[0], chunk_size):
+            grads = per_sample(weights, inputs[part], targets[part])
+            for key, g in grads.items():
+                result.add(key[: -len(".weight")] if key.endswith(".weight") else "", g)
+    return result
+
+
+def sign_sums_loop(net: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
+                   chunk_size: int | None = None) -> SignSums:
+    """Reference engine: one backward pass per sample at batch size 1 (BatchNorm sees one sample)."""
+    net.train()
+    layers = weighted_layers(net)
+    result = SignSums()
+    for i in range(inputs.shape[0]):
+        net.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(net(inputs[i: i + 1]), targets[i: i + 1])
+        loss.backward()
+        for name, m in layers:
+            if m.weight.grad is not None:
+                result.add(name, m.weight.grad.unsqueeze(0))
+    net.zero_grad(set_to_none=True)
+    return result
+
+
+def sign_sums(net: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, engine: str = "hooks",
+              chunk_size: int | None = None) -> SignSums:
+    engines = {"hooks": sign_sums_hooks, "func": sign_sums_func, "loop": sign_sums_loop}
+    try:
+        fn = engines[engine]
+    except KeyError:
+        raise ValueError(f"unknown GradSign engine {engine!r}; valid engines: {', '.join(ENGINES)}") from None
+    return fn(net, inputs, targets, chunk_size)

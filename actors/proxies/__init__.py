@@ -1,0 +1,10 @@
+"""Zero-cost proxies, one module each, registered by name.
+
+Public API (contract): ``get(name)`` returns a callable ``(net, inputs, targets) -> float`` usable on any
+classifier ``nn.Module`` (it may change the net: pass a fresh one); ``names()`` lists the proxies.
+"""
+
+from . import gradsign  # noqa: F401  (each import registers its proxy)
+from .base import Proxy, Score, get, names, register
+
+__all__ = ["Proxy", "Score", "get", "names", "register"]

@@ -1,0 +1,56 @@
+"""The proxy registry and the value a proxy returns."""
+
+from __future__ import annotations
+
+from typing import Callable, Protocol
+
+import torch
+from torch import nn
+
+
+class Score(float):
+    """A proxy's value (a float) that may carry how many non-finite gradient entries were left out.
+
+    ``nonfinite > 0`` flags the row: the value is still the sum over finite entries, but correlations
+    leave it out.
+    """
+
+    nonfinite: int
+
+    def __new__(cls, value: float, nonfinite: int = 0) -> "Score":
+        obj = super().__new__(cls, value)
+        obj.nonfinite = int(nonfinite)
+        return obj
+
+
+class Proxy(Protocol):
+    def __call__(self, net: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> float: ...
+
+
+ProxyFactory = Callable[..., Proxy]
+_REGISTRY: dict[str, ProxyFactory] = {}
+
+
+def register(name: str) -> Callable[[ProxyFactory], ProxyFactory]:
+    """Register ``factory(**options) -> Proxy`` under ``name`` (one proxy per module)."""
+
+    def wrap(factory: ProxyFactory) -> ProxyFactory:
+        if name in _REGISTRY:
+            raise ValueError(f"proxy {name!r} registered twice")
+        _REGISTRY[name] = factory
+        return factory
+
+    return wrap
+
+
+def names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get(name: str, **options) -> Proxy:
+    """The proxy ``name`` as a callable ``(net, inputs, targets) -> float``; ``options`` tune it."""
+    try:
+        factory = _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown proxy {name!r}; valid proxies: {', '.join(names())}") from None
+    return factory(**options)

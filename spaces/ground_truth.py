@@ -1,0 +1,65 @@
+"""Ground-truth tables (e.g. 200-epoch test accuracy) keyed on the canonical arch string.
+
+A table is a CSV or Parquet file with an ``arch`` column and one column per metric; an ``index`` column
+(the official benchmark index), when present, is carried along. Rows join on the canonical arch string,
+never on a position, so any row order and any official numbering work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+
+class GroundTruthError(ValueError):
+    """A table that cannot be used: missing file, no ``arch`` column, unknown metric column."""
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """``values[arch] = metric`` for every row with a finite value; ``official_index`` where given."""
+
+    column: str
+    values: dict[str, float]
+    official_index: dict[str, int]
+
+
+def read_table(path: str | Path) -> pa.Table:
+    path = Path(path)
+    if not path.is_file():
+        raise GroundTruthError(f"ground-truth table not found: {path}")
+    try:
+        if path.suffix == ".parquet":
+            return pq.read_table(path)
+        return pacsv.read_csv(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise GroundTruthError(f"cannot read ground-truth table {path}: {exc}") from exc
+
+
+def load(path: str | Path, column: str, space) -> GroundTruth:
+    """Load ``column`` of the table at ``path``; arch strings are canonicalised by ``space``."""
+    table = read_table(path)
+    if "arch" not in table.column_names:
+        raise GroundTruthError(f"ground-truth table {path} has no 'arch' column (columns: {table.column_names})")
+    metrics = [c for c in table.column_names if c not in ("arch", "index")]
+    if column not in table.column_names:
+        raise GroundTruthError(
+            f"ground-truth table {path} has no column {column!r}; its metric columns: {', '.join(metrics)}"
+        )
+    archs = table.column("arch").to_pylist()
+    values = pc.cast(table.column(column), pa.float64()).to_pylist()
+    index = table.column("index").to_pylist() if "index" in table.column_names else [None] * len(archs)
+    out: dict[str, float] = {}
+    official: dict[str, int] = {}
+    for arch, value, idx in zip(archs, values, index):
+        key = space.canonical(arch)
+        if value is not None and value == value:
+            out[key] = float(value)
+        if idx is not None:
+            official[key] = int(idx)
+    return GroundTruth(column=column, values=out, official_index=official)
