@@ -1,0 +1,67 @@
+"""``gradsign score CONFIG [--set key=value ...]`` and ``gradsign report RUN_DIR``.
+
+Exit status: 0 all requested archs scored; 3 the run finished but some archs failed (see summary.json);
+2 bad input (config, data, arch list, ground truth, run folder) - one message, nothing written that
+looks complete; 1 anything unexpected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+EXIT_OK, EXIT_CRASH, EXIT_BAD_INPUT, EXIT_FAILED_ARCHS = 0, 1, 2, 3
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gradsign", description="Score NAS search spaces with GradSign on Ray.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    score = sub.add_parser("score", help="score the archs a config asks for (resumes an unfinished run)")
+    score.add_argument("config", help="run config YAML (see configs/)")
+    score.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config key, e.g. --set sample.size=300 (repeatable)")
+    report = sub.add_parser("report", help="recompute summary, top-k, report and plots from stored scores")
+    report.add_argument("run_dir")
+    return parser
+
+
+def _print_summary(summary: dict, run_dir: Path) -> None:
+    archs = summary["archs"]
+    print(f"run folder: {run_dir}")
+    print(f"archs: {archs['requested']} requested, {archs['scored']} scored, {archs['failed']} failed"
+          + (f", {archs['missing']} missing" if archs["missing"] else ""))
+    for proxy, entry in summary["proxies"].items():
+        if entry.get("spearman") is not None:
+            print(f"{proxy}: spearman {entry['spearman']:.4f}, kendall {entry['kendall']:.4f}, n {entry['n']}")
+    if summary.get("wall_seconds") is not None:
+        print(f"wall {summary['wall_seconds']:.1f} s, {summary.get('archs_per_second') or 0:.3f} archs/s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from . import config as config_mod
+    from .run import recompute, run
+
+    try:
+        if args.command == "score":
+            cfg = config_mod.resolve(args.config, args.overrides)
+            result = run(cfg)
+            summary, run_dir = result.summary, result.run_dir
+        else:
+            run_dir = Path(args.run_dir)
+            summary = recompute(run_dir)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"gradsign: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    _print_summary(summary, run_dir)
+    if summary["archs"]["failed"] or summary["archs"]["missing"]:
+        first = summary.get("first_errors") or []
+        print(f"gradsign: {summary['archs']['failed']} archs failed; first error: {first[:1]}", file=sys.stderr)
+        return EXIT_FAILED_ARCHS
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

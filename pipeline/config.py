@@ -1,0 +1,188 @@
+"""Run configs: YAML over defaults, ``--set dotted.key=value`` overrides, validation, env expansion.
+
+Invariants: a resolved config holds every key of ``DEFAULTS`` and no other; an unknown key is an error
+that names the valid ones; strings may use ``${VAR}`` or ``${VAR:-default}`` (expanded at load time,
+so the stored ``config.yaml`` shows the paths actually used).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+DEFAULT_DATA_DIR = "../shared/data"
+
+DEFAULTS: dict[str, Any] = {
+    "name": "run",
+    "space": "nb201",
+    "dataset": "cifar10",
+    "data": {"path": None, "split": "train", "batch_size": 64, "seed": 0},
+    "sample": {"size": None, "seed": 0, "archs": None},
+    "proxies": ["gradsign"],
+    "proxy_options": {},
+    "ground_truth": {"path": None, "column": None},
+    "ray": {
+        "address": None,
+        "num_actors": 2,
+        "num_cpus_per_actor": 1,
+        "num_gpus_per_actor": 0,
+        "in_flight_per_actor": 2,
+        "max_restarts": 0,
+        "max_shard_attempts": 3,
+        "object_store_mb": 512,
+    },
+    "shard_size": 25,
+    "topk": 50,
+    "topk_by": None,
+    "seed": 0,
+    "output": None,
+    "progress": True,
+}
+
+# Keys whose values change the scores (or which archs are scored). A run folder may only be resumed by
+# a config that agrees on all of them.
+SCORE_KEYS = ("space", "dataset", "data", "sample", "proxies", "proxy_options", "seed", "shard_size")
+
+_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; the message names the key and what is wrong."""
+
+
+def _expand(value: Any) -> Any:
+    if isinstance(value, str):
+        def sub(match: re.Match) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in os.environ:
+                return os.environ[name]
+            if default is None:
+                raise ConfigError(f"environment variable {name} is not set (used as ${{{name}}})")
+            return default
+        return _ENV_RE.sub(sub, value)
+    if isinstance(value, list):
+        return [_expand(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _expand(v) for k, v in value.items()}
+    return value
+
+
+def _merge(base: dict, override: dict, where: str = "") -> dict:
+    for key, value in override.items():
+        path = f"{where}{key}"
+        if key not in base:
+            valid = ", ".join(f"{where}{k}" for k in base)
+            raise ConfigError(f"unknown config key {path!r}; valid keys here: {valid}")
+        if isinstance(base[key], dict) and key != "proxy_options":
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key {path!r} must be a mapping, got {value!r}")
+            _merge(base[key], value, f"{path}.")
+        else:
+            base[key] = value
+    return base
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b=value`` -> (["a", "b"], value parsed as YAML, so ``null``, ``3`` and ``[x, y]`` work)."""
+    if "=" not in text:
+        raise ConfigError(f"--set expects dotted.key=value, got {text!r}")
+    key, raw = text.split("=", 1)
+    if not key.strip():
+        raise ConfigError(f"--set expects dotted.key=value, got {text!r}")
+    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else None
+
+
+def _nest(keys: list[str], value: Any) -> dict:
+    out: Any = value
+    for key in reversed(keys):
+        out = {key: out}
+    return out
+
+
+def _check_int(cfg: dict, dotted: str, minimum: int | None = None, optional: bool = False) -> None:
+    node = cfg
+    *parents, leaf = dotted.split(".")
+    for p in parents:
+        node = node[p]
+    value = node[leaf]
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"config key {dotted!r} must be an integer, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"config key {dotted!r} must be >= {minimum}, got {value}")
+
+
+def validate(cfg: dict) -> dict:
+    """Check types and ranges; fill ``output`` and ``topk_by``; return ``cfg``."""
+    for key in ("data.batch_size", "shard_size", "ray.num_actors", "ray.in_flight_per_actor",
+                "ray.max_shard_attempts", "ray.object_store_mb"):
+        _check_int(cfg, key, minimum=1)
+    for key in ("data.seed", "sample.seed", "seed", "topk", "ray.max_restarts"):
+        _check_int(cfg, key, minimum=0 if key != "ray.max_restarts" else -1)
+    _check_int(cfg, "sample.size", minimum=1, optional=True)
+    for key in ("num_cpus_per_actor", "num_gpus_per_actor"):
+        value = cfg["ray"][key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ConfigError(f"config key 'ray.{key}' must be a number >= 0, got {value!r}")
+    if cfg["ray"]["num_cpus_per_actor"] == 0 and cfg["ray"]["num_gpus_per_actor"] == 0:
+        raise ConfigError("an actor needs ray.num_cpus_per_actor > 0 or ray.num_gpus_per_actor > 0")
+    proxies = cfg["proxies"]
+    if isinstance(proxies, str):
+        proxies = cfg["proxies"] = [proxies]
+    if not isinstance(proxies, list) or not proxies or not all(isinstance(p, str) for p in proxies):
+        raise ConfigError(f"config key 'proxies' must be a non-empty list of proxy names, got {proxies!r}")
+    if len(set(proxies)) != len(proxies):
+        raise ConfigError(f"config key 'proxies' lists a proxy twice: {proxies}")
+    if not isinstance(cfg["proxy_options"], dict):
+        raise ConfigError("config key 'proxy_options' must map proxy names to option mappings")
+    for name, options in cfg["proxy_options"].items():
+        if not isinstance(options, dict):
+            raise ConfigError(f"config key 'proxy_options.{name}' must be a mapping, got {options!r}")
+    if cfg["data"]["path"] is None:
+        raise ConfigError("config key 'data.path' is required (a .npz batch file or a dataset archive)")
+    if cfg["sample"]["archs"] is not None and cfg["sample"]["size"] is not None:
+        raise ConfigError("set either 'sample.archs' (a list file) or 'sample.size', not both")
+    gt = cfg["ground_truth"]
+    if (gt["path"] is None) != (gt["column"] is None):
+        raise ConfigError("'ground_truth.path' and 'ground_truth.column' go together: set both or neither")
+    if cfg["output"] is None:
+        cfg["output"] = str(Path("runs") / str(cfg["name"]))
+    return cfg
+
+
+def resolve(path: str | Path | None = None, overrides: Iterable[str] = (),
+            base: dict | None = None) -> dict:
+    """Defaults <- YAML file at ``path`` (if any) <- ``base`` mapping <- ``--set`` overrides; validated."""
+    cfg = copy.deepcopy(DEFAULTS)
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at top level")
+        _merge(cfg, loaded)
+    if base:
+        _merge(cfg, copy.deepcopy(base))
+    for text in overrides:
+        keys, value = parse_override(text)
+        _merge(cfg, _nest(keys, value))
+    return validate(_expand(cfg))
+
+
+def score_identity(cfg: dict) -> dict:
+    """The part of a config that decides the scores; equal identities may share a run folder."""
+    return {key: cfg[key] for key in SCORE_KEYS}
+
+
+def dump(cfg: dict) -> str:
+    return yaml.safe_dump(cfg, sort_keys=False)

@@ -1,0 +1,147 @@
+"""Run outputs from stored scores: summary.json, topk.parquet/.jsonl, report.md, plots/*.png.
+
+``write_outputs`` is all a finished run and ``gradsign report RUN_DIR`` both call, so a report can always
+be recomputed from the committed score files alone.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from .reducer import Reducer
+from .shards import write_atomic
+
+# Spearman rho over all 15,625 NB201 cells, 200-epoch test accuracy (GradSign paper, ICLR 2022, and the
+# zero-cost-nas peers it compares with on CIFAR-10). Keyed by (space, dataset, proxy).
+PUBLISHED_SPEARMAN: dict[tuple[str, str, str], float] = {
+    ("nb201", "cifar10", "gradsign"): 0.765,
+    ("nb201", "cifar100", "gradsign"): 0.793,
+    ("nb201", "imagenet16-120", "gradsign"): 0.783,
+    ("nb201", "cifar10", "synflow"): 0.737,
+    ("nb201", "cifar10", "jacob_cov"): 0.731,
+    ("nb201", "cifar10", "snip"): 0.596,
+    ("nb201", "cifar10", "grad_norm"): 0.594,
+    ("nb201", "cifar10", "grasp"): 0.514,
+    ("nb201", "cifar10", "fisher"): 0.360,
+}
+
+
+def _fmt(value, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    tmp.replace(path)
+
+
+def _plots(table: pa.Table, reducer: Reducer, out: Path) -> list[str]:
+    """Score against ground truth per proxy (the paper's figure); returns file names made."""
+    if reducer.ground_truth is None or table.num_rows == 0:
+        return []
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    out.mkdir(exist_ok=True)
+    truth = np.asarray([reducer.ground_truth.values.get(a, math.nan) for a in table.column("arch").to_pylist()])
+    made = []
+    for proxy in reducer.proxy_names:
+        values = table.column(proxy).to_numpy(zero_copy_only=False).astype(np.float64)
+        keep = reducer._usable(table, proxy) & np.isfinite(truth)
+        if keep.sum() < 2:
+            continue
+        fig, ax = plt.subplots(figsize=(4.5, 3.6), dpi=120)
+        ax.scatter(truth[keep], values[keep], s=4, alpha=0.5, linewidths=0)
+        ax.set_xlabel(f"{reducer.ground_truth.column} (%)")
+        ax.set_ylabel(proxy)
+        ax.set_title(f"{proxy} vs accuracy (n={int(keep.sum())})")
+        fig.tight_layout()
+        name = f"{proxy}.png"
+        fig.savefig(out / name)
+        plt.close(fig)
+        made.append(f"plots/{name}")
+    return made
+
+
+def write_outputs(run_dir: Path, cfg: dict, reducer: Reducer, facts: dict) -> dict:
+    """Write every derived file of ``run_dir``; return the summary."""
+    table = reducer.table()
+    correlations = reducer.correlations(table)
+    summary = {
+        "name": cfg["name"],
+        "space": cfg["space"],
+        "dataset": cfg["dataset"],
+        "archs": {"requested": facts["requested"], "scored": reducer.scored, "failed": reducer.failed,
+                  "missing": max(0, facts["requested"] - reducer.scored - reducer.failed)},
+        "proxies": correlations,
+        "ground_truth": None if reducer.ground_truth is None else {
+            "path": cfg["ground_truth"]["path"], "column": cfg["ground_truth"]["column"],
+        },
+        **{k: v for k, v in facts.items() if k != "requested"},
+    }
+    errors = [e for e in table.column("error").to_pylist() if e] if table.num_rows else []
+    summary["first_errors"] = [e.splitlines()[0] for e in errors[:5]]
+
+    top = reducer.top(table) if table.num_rows else pa.table({})
+    write_atomic(top, run_dir / "topk.parquet")
+    (run_dir / "topk.jsonl").write_text("".join(json.dumps(row) + "\n" for row in top.to_pylist()))
+    plots = _plots(table, reducer, run_dir / "plots")
+    summary["plots"] = plots
+    _write_json(run_dir / "summary.json", summary)
+    (run_dir / "report.md").write_text(render_markdown(summary, top, cfg))
+    return summary
+
+
+def render_markdown(summary: dict, top: pa.Table, cfg: dict) -> str:
+    archs = summary["archs"]
+    lines = [
+        f"# GradSign run `{summary['name']}`",
+        "",
+        f"Space `{summary['space']}`, dataset `{summary['dataset']}`, batch {cfg['data']['batch_size']} "
+        f"(seed {cfg['data']['seed']}) from `{cfg['data']['path']}`, run seed {cfg['seed']}.",
+        "",
+        f"Architectures: {archs['requested']} requested, {archs['scored']} scored, {archs['failed']} failed"
+        + (f", {archs['missing']} missing" if archs["missing"] else "") + ".",
+    ]
+    if summary.get("wall_seconds") is not None:
+        lines.append(f"Wall time {summary['wall_seconds']:.1f} s for {summary.get('archs_this_run', 0)} archs "
+                     f"scored in this invocation ({_fmt(summary.get('archs_per_second'), 2)} archs/s) on "
+                     f"{summary.get('num_actors', '?')} actor(s): {', '.join(summary.get('devices', []))}.")
+    lines += ["", "## Rank correlation with ground truth", ""]
+    gt = summary.get("ground_truth")
+    if gt is None:
+        lines.append("No ground truth configured (set `ground_truth.path` and `ground_truth.column`).")
+    else:
+        lines += [f"Against `{gt['column']}` of `{gt['path']}`.", "",
+                  "| proxy | Spearman rho | Kendall tau | n | published rho (all 15,625) | non-finite rows |",
+                  "|---|---|---|---|---|---|"]
+        for proxy, entry in summary["proxies"].items():
+            published = PUBLISHED_SPEARMAN.get((summary["space"], summary["dataset"], proxy))
+            lines.append(f"| {proxy} | {_fmt(entry.get('spearman'))} | {_fmt(entry.get('kendall'))} | "
+                         f"{entry.get('n', 0)} | {_fmt(published)} | {entry['nonfinite_rows']} |")
+    for plot in summary.get("plots", []):
+        lines += ["", f"![{plot}]({plot})"]
+    if top.num_rows:
+        lines += ["", f"## Top {min(10, top.num_rows)} of {top.num_rows} candidates (`topk.parquet`)", ""]
+        cols = [c for c in top.column_names]
+        lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        for row in top.slice(0, 10).to_pylist():
+            cells = [_fmt(row[c], 2) if isinstance(row[c], float) else str(row[c]) for c in cols]
+            cells = [f"`{cell}`".replace("|", "\\|") if c == "arch" else cell for c, cell in zip(cols, cells)]
+            lines.append("| " + " | ".join(cells) + " |")
+    if summary.get("first_errors"):
+        lines += ["", "## Errors (first few)", ""] + [f"- {e}" for e in summary["first_errors"]]
+    return "\n".join(lines) + "\n"
+

@@ -1,0 +1,117 @@
+"""What a run scores, cut into shards, and the run folder's Parquet files.
+
+Invariants:
+- the requested archs are a function of the config alone (whole space, a seeded sample, or a list file),
+  in canonical arch_id order, each once; shard k holds rows [k * shard_size, (k+1) * shard_size);
+- shards are streamed to disk (never the whole space in memory at once) and can be regenerated at any
+  time from the config, so a truncated shard is simply written again;
+- every file is written to a temporary name and renamed, so a file that exists is complete; a file that
+  cannot be read (a crash of another writer, a bad disk) is detected and redone.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+SHARD_SCHEMA = pa.schema([pa.field("arch_id", pa.int64()), pa.field("arch", pa.string())])
+
+
+class ArchListError(ValueError):
+    """A sample.archs list file that is missing or holds a malformed arch (line number given)."""
+
+
+def read_arch_list(path: str | Path, space) -> list[int]:
+    """arch_ids of an arch-list file: one arch string a line (``#`` comments and blank lines skipped).
+
+    A line may also be ``arch_id,arch`` or ``arch_id arch``; the id must then match the arch. Duplicates
+    are scored once.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ArchListError(f"arch list not found: {path}")
+    ids: set[int] = set()
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        text = line.split("#", 1)[0].strip()
+        if not text:
+            continue
+        given_id = None
+        head, _, rest = text.replace(",", " ", 1).partition(" ")
+        if rest and head.isdigit():
+            given_id, text = int(head), rest.strip()
+        try:
+            arch_id = space.arch_id(text)
+        except ValueError as exc:
+            raise ArchListError(f"{path}:{number}: {exc}") from None
+        if given_id is not None and given_id != arch_id:
+            raise ArchListError(f"{path}:{number}: arch_id {given_id} does not match {text!r} (its id is {arch_id})")
+        ids.add(arch_id)
+    if not ids:
+        raise ArchListError(f"arch list {path} holds no architectures")
+    return sorted(ids)
+
+
+def requested_ids(cfg: dict, space) -> Iterator[int]:
+    """The arch_ids a run scores, ascending. Whole spaces are streamed, not listed."""
+    sample = cfg["sample"]
+    if sample["archs"] is not None:
+        yield from read_arch_list(sample["archs"], space)
+    elif sample["size"] is not None and sample["size"] < len(space):
+        yield from space.sample_ids(sample["size"], sample["seed"])
+    else:
+        yield from range(len(space))
+
+
+def iter_shards(cfg: dict, space) -> Iterator[tuple[int, pa.Table]]:
+    """(shard index, table of arch_id/arch) for every shard, in order, built on the fly."""
+    size = cfg["shard_size"]
+    batch: list[int] = []
+    index = 0
+    for arch_id in requested_ids(cfg, space):
+        batch.append(arch_id)
+        if len(batch) == size:
+            yield index, _shard_table(batch, space)
+            index, batch = index + 1, []
+    if batch:
+        yield index, _shard_table(batch, space)
+
+
+def _shard_table(ids: list[int], space) -> pa.Table:
+    return pa.Table.from_pydict({"arch_id": ids, "arch": [space.arch(i) for i in ids]}, schema=SHARD_SCHEMA)
+
+
+def part_name(index: int) -> str:
+    return f"part-{index:05d}.parquet"
+
+
+def write_atomic(table: pa.Table, path: Path) -> None:
+    """Write ``table`` to ``path`` so that ``path`` either does not exist or is complete."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_complete(path: Path, rows: int | None = None, schema: pa.Schema | None = None) -> pa.Table | None:
+    """The table at ``path`` if it is readable (and has ``rows`` rows and ``schema``'s columns), else None."""
+    if not path.is_file():
+        return None
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError):
+        return None
+    if rows is not None and table.num_rows != rows:
+        return None
+    if schema is not None and table.column_names != schema.names:
+        return None
+    return table
