@@ -32,7 +32,7 @@ from torch import nn
 
 WEIGHTED = (nn.Conv2d, nn.Linear)
 ENGINES = ("hooks", "func", "loop")
-DEFAULT_MEMORY_BUDGET_MB = 1024
+DEFAULT_MEMORY_BUDGET_MB = 2048
 
 
 @dataclass
@@ -132,17 +132,18 @@ def auto_chunk_size(net: nn.Module, inputs: torch.Tensor, memory_budget_mb: int 
     A function of (network structure, input shape, budget) only - not of free device memory - so every
     actor picks the same chunks for the same cell. Measured by one no-grad forward of a single sample.
     """
-    per_sample_bytes = 0
+    kept_bytes = 0  # activations and their gradients, held across the whole pass
+    transient_bytes = 0  # the largest one-layer temporary (unfolded input + per-sample weight grads)
     handles = []
 
     def count(module: nn.Module, args, output) -> None:
-        nonlocal per_sample_bytes
+        nonlocal kept_bytes, transient_bytes
         if isinstance(output, torch.Tensor):
-            per_sample_bytes += 3 * output.numel() * output.element_size()  # output, its grad, saved input
-        if isinstance(module, nn.Conv2d):
-            kh, kw = module.kernel_size
-            cols = args[0][0].numel() * kh * kw // max(1, module.stride[0] * module.stride[1])
-            per_sample_bytes += (cols + module.weight.numel()) * module.weight.element_size()
+            kept_bytes += 3 * output.numel() * output.element_size()  # output, its grad, saved input
+        if isinstance(module, WEIGHTED):
+            kh, kw = module.kernel_size if isinstance(module, nn.Conv2d) else (1, 1)
+            cols = args[0][0].numel() * kh * kw
+            transient_bytes = max(transient_bytes, 2 * (cols + module.weight.numel()) * module.weight.element_size())
 
     for m in net.modules():
         if len(list(m.children())) == 0:
@@ -154,7 +155,7 @@ def auto_chunk_size(net: nn.Module, inputs: torch.Tensor, memory_budget_mb: int 
         for h in handles:
             h.remove()
     budget = memory_budget_mb * 2**20
-    return int(max(1, min(inputs.shape[0], budget // max(1, per_sample_bytes))))
+    return int(max(1, min(inputs.shape[0], budget // max(1, kept_bytes + transient_bytes))))
 
 
 def _chunks(n: int, chunk_size: int) -> Iterator[slice]:
@@ -163,12 +164,12 @@ def _chunks(n: int, chunk_size: int) -> Iterator[slice]:
 
 
 def sign_sums_hooks(net: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
-                    chunk_size: int | None = None) -> SignSums:
+                    chunk_size: int | None = None, memory_budget_mb: int = DEFAULT_MEMORY_BUDGET_MB) -> SignSums:
     """Production engine: batched forward+backward per chunk, per-sample grads formed in hooks."""
     net.train()
     layers = weighted_layers(net)
     result = SignSums()
-    chunk_size = chunk_size or auto_chunk_size(net, inputs)
+    chunk_size = chunk_size or auto_chunk_size(net, inputs, memory_budget_mb)
     requires = [p.requires_grad for p in net.parameters()]
     for p in net.parameters():
         p.requires_grad_(False)
@@ -219,7 +220,7 @@ def sign_sums_hooks(net: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
 
 
 def sign_sums_func(net: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
-                   chunk_size: int | None = None) -> SignSums:
+                   chunk_size: int | None = None, memory_budget_mb: int = DEFAULT_MEMORY_BUDGET_MB) -> SignSums:
     """``torch.func`` engine: vmap(grad(loss of one sample)) over chunks of samples."""
     from torch.func import functional_call, grad, vmap
 
@@ -228,7 +229,7 @@ def sign_sums_func(net: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
     weights = {f"{name}.weight" if name else "weight": m.weight.detach() for name, m in layers}
     others = {k: v.detach() for k, v in net.named_parameters() if k not in weights}
     buffers = dict(net.named_buffers())
-    chunk_size = chunk_size or auto_chunk_size(net, inputs)
+    chunk_size = chunk_size or auto_chunk_size(net, inputs, memory_budget_mb)
 
     def sample_loss(w: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         out = functional_call(net, ({**w, **others}, buffers), (x.unsqueeze(0),))
@@ -245,7 +246,7 @@ def sign_sums_func(net: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
 
 
 def sign_sums_loop(net: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
-                   chunk_size: int | None = None) -> SignSums:
+                   chunk_size: int | None = None, memory_budget_mb: int = DEFAULT_MEMORY_BUDGET_MB) -> SignSums:
     """Reference engine: one backward pass per sample at batch size 1 (BatchNorm sees one sample)."""
     net.train()
     layers = weighted_layers(net)
@@ -262,10 +263,11 @@ def sign_sums_loop(net: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
 
 
 def sign_sums(net: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, engine: str = "hooks",
-              chunk_size: int | None = None) -> SignSums:
+              chunk_size: int | None = None, memory_budget_mb: int = DEFAULT_MEMORY_BUDGET_MB) -> SignSums:
+    """Sign sums by ``engine``; ``chunk_size`` None = the largest chunk that fits ``memory_budget_mb``."""
     engines = {"hooks": sign_sums_hooks, "func": sign_sums_func, "loop": sign_sums_loop}
     try:
         fn = engines[engine]
     except KeyError:
         raise ValueError(f"unknown GradSign engine {engine!r}; valid engines: {', '.join(ENGINES)}") from None
-    return fn(net, inputs, targets, chunk_size)
+    return fn(net, inputs, targets, chunk_size, memory_budget_mb)

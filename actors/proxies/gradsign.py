@@ -12,14 +12,19 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..per_sample import sign_sums
+from ..per_sample import DEFAULT_MEMORY_BUDGET_MB, ENGINES, sign_sums
 from .base import Score, register
 
 
 @register("gradsign")
-def make(engine: str = "hooks", chunk_size: int | None = None):
+def make(engine: str = "hooks", chunk_size: int | None = None, memory_budget_mb: int = DEFAULT_MEMORY_BUDGET_MB):
+    """Options: ``engine`` (hooks | func | loop), ``chunk_size`` (samples per batched pass; None = auto),
+    ``memory_budget_mb`` (what auto may use per chunk)."""
+    if engine not in ENGINES:
+        raise ValueError(f"unknown GradSign engine {engine!r}; valid engines: {', '.join(ENGINES)}")
+
     def gradsign(net: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> Score:
-        sums = sign_sums(net, inputs, targets, engine=engine, chunk_size=chunk_size)
+        sums = sign_sums(net, inputs, targets, engine, chunk_size, memory_budget_mb)
         return Score(sums.score(), nonfinite=sums.nonfinite)
 
     return gradsign

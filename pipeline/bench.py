@@ -1,0 +1,177 @@
+"""Benchmarks kept with the project: ``python -m pipeline.bench gradsign [options]``.
+
+For the same K random NB201 cells and the same real batch, in one run, it times per cell:
+  floor  one ordinary batched forward+backward at batch N (BatchNorm in batch mode, mean loss)
+  loop   the per-sample loop engine (N backward passes at batch 1: the reference's way)
+  hooks  the production engine (one batched pass per chunk, per-sample grads in hooks)
+  func   the torch.func vmap(grad) engine
+and prints per-cell medians, the ratios hooks/floor and loop/hooks, peak memory, and each cell's
+agreement with the loop (relative difference; exact zeros must coincide). Speed belongs here, never in
+a timed test: every ratio is measured in one run on one machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import spaces
+from actors.per_sample import sign_sums
+from actors.scorer import arch_seed
+
+from .data import dataset_info, load_batch
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _floor(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+    net.train()
+    F.cross_entropy(net(x), y).backward()
+
+
+def _peak_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process peak RSS (KiB on Linux)
+
+
+def _timed(fn, device: torch.device, repeats: int) -> float:
+    best = []
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        best.append(time.perf_counter() - start)
+    return min(best)
+
+
+def bench_gradsign(args: argparse.Namespace) -> dict:
+    device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = args.tf32
+        torch.backends.cudnn.allow_tf32 = args.tf32
+    info = dataset_info(args.dataset)
+    batch = load_batch(args.data, info.name, args.batch, seed=0)
+    x = torch.from_numpy(batch.images).to(device)
+    y = torch.from_numpy(batch.labels).to(device)
+    if args.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    space = spaces.get("nb201")
+    ids = space.sample_ids(args.cells, args.seed)
+    engines = [e for e in args.engines.split(",") if e]
+
+    def fresh(arch: str) -> torch.nn.Module:
+        torch.manual_seed(arch_seed(args.seed, arch))
+        net = space.build(arch, info.num_classes).to(device)
+        return net.to(memory_format=torch.channels_last) if args.channels_last else net
+
+    rows = []
+    for arch_id in ids:
+        arch = space.arch(arch_id)
+        row = {"arch_id": arch_id, "arch": arch}
+        # warm-up per cell (first-touch allocations, cudnn autotune) outside the timings
+        _floor(fresh(arch), x, y)
+        row["floor"] = _timed(lambda: _floor(fresh(arch), x, y), device, args.repeats)
+        for engine in engines:
+            result = {}
+
+            def go():
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
+                    result["sums"] = sign_sums(fresh(arch), x, y, engine=engine, chunk_size=args.chunk_size)
+
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            row[engine] = _timed(go, device, args.repeats if engine != "loop" else 1)
+            row[f"{engine}_score"] = result["sums"].score()
+            row[f"{engine}_peak_mb"] = _peak_mb(device)
+        rows.append(row)
+        print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()
+                          if k != "arch"}), file=sys.stderr)
+    return summarise(rows, engines, args)
+
+
+def summarise(rows: list[dict], engines: list[str], args) -> dict:
+    med = {k: statistics.median(r[k] for r in rows) for k in ["floor", *engines]}
+    out = {"device": args.device, "threads": torch.get_num_threads(), "batch": args.batch, "cells": len(rows),
+           "median_seconds": med, "channels_last": args.channels_last, "tf32": args.tf32, "bf16": args.bf16,
+           "rows": rows}
+    if "hooks" in engines:
+        out["hooks_over_floor"] = med["hooks"] / med["floor"]
+    if "loop" in engines and "hooks" in engines:
+        out["loop_over_hooks"] = med["loop"] / med["hooks"]
+    if "loop" in engines:
+        for engine in engines:
+            if engine == "loop":
+                continue
+            rel = []
+            zeros_agree = True
+            for r in rows:
+                a, b = r["loop_score"], r[f"{engine}_score"]
+                zeros_agree &= (a == 0) == (b == 0)
+                rel.append(0.0 if a == b else abs(a - b) / max(abs(a), 1e-12))
+            out[f"{engine}_vs_loop"] = {"max_rel_diff": max(rel), "zeros_identical": zeros_agree}
+    out["peak_mb"] = {e: max(r[f"{e}_peak_mb"] for r in rows) for e in engines}
+    return out
+
+
+def print_table(summary: dict, engines: list[str]) -> None:
+    med = summary["median_seconds"]
+    print(f"device {summary['device']}, {summary['threads']} threads, batch {summary['batch']}, "
+          f"{summary['cells']} cells (median seconds per cell)")
+    print(f"{'engine':<8}{'median s':>10}{'x floor':>9}{'peak MB':>10}")
+    print(f"{'floor':<8}{med['floor']:>10.4f}{1.0:>9.2f}{'':>10}")
+    for e in engines:
+        print(f"{e:<8}{med[e]:>10.4f}{med[e] / med['floor']:>9.2f}{summary['peak_mb'][e]:>10.0f}")
+    if "loop_over_hooks" in summary:
+        print(f"loop / hooks = {summary['loop_over_hooks']:.2f}x faster")
+    for e in engines:
+        if f"{e}_vs_loop" in summary:
+            agree = summary[f"{e}_vs_loop"]
+            print(f"{e} vs loop: max relative difference {agree['max_rel_diff']:.2e}, "
+                  f"exact zeros identical: {agree['zeros_identical']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.bench")
+    sub = parser.add_subparsers(dest="what", required=True)
+    g = sub.add_parser("gradsign", help="GradSign engines against the batched forward+backward floor")
+    g.add_argument("--cells", type=int, default=8)
+    g.add_argument("--batch", type=int, default=64)
+    g.add_argument("--device", default="cpu")
+    g.add_argument("--threads", type=int, default=2)
+    g.add_argument("--engines", default="loop,hooks,func")
+    g.add_argument("--chunk-size", type=int, default=None)
+    g.add_argument("--repeats", type=int, default=3, help="timings per cell (min taken); loop runs once")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--dataset", default="cifar10")
+    g.add_argument("--data", default=str(Path("..") / "shared" / "data" / "cifar10_train_1000.npz"))
+    g.add_argument("--channels-last", action="store_true")
+    g.add_argument("--tf32", action="store_true", help="allow TF32 matmuls/convolutions (CUDA)")
+    g.add_argument("--bf16", action="store_true", help="run the engines under bf16 autocast")
+    g.add_argument("--json", help="also write the summary here")
+    args = parser.parse_args(argv)
+    summary = bench_gradsign(args)
+    engines = [e for e in args.engines.split(",") if e]
+    print_table(summary, engines)
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
