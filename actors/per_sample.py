@@ -58,7 +58,7 @@ class SignSums:
 
     @property
     def nonfinite(self) -> int:
-        return int(sum(int(t.item()) for t in self._nonfinite))
+        return int(torch.stack(self._nonfinite).sum().item()) if self._nonfinite else 0
 
     def score(self) -> float:
         """sum_k |S_k| over every weight entry, accumulated in float64 (exact for any realistic size)."""

@@ -1,4 +1,5 @@
 import csv
+import re
 
 import pytest
 import torch
@@ -28,7 +29,7 @@ def test_parse_format_round_trip_and_ids():
     ("", "3 '+'-separated"),
 ])
 def test_malformed_arch_says_what_is_wrong(bad, words):
-    with pytest.raises(ArchError, match=words.replace("(", r"\(").replace("'", "'")):
+    with pytest.raises(ArchError, match=re.escape(words)):
         Cell.parse(bad)
 
 
