@@ -12,19 +12,22 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..per_sample import DEFAULT_MEMORY_BUDGET_MB, ENGINES, sign_sums
+from ..per_sample import CONV_METHODS, DEFAULT_MEMORY_BUDGET_MB, ENGINES, sign_sums
 from .base import Score, register
 
 
 @register("gradsign")
-def make(engine: str = "hooks", chunk_size: int | None = None, memory_budget_mb: int = DEFAULT_MEMORY_BUDGET_MB):
+def make(engine: str = "hooks", chunk_size: int | None = None, memory_budget_mb: int = DEFAULT_MEMORY_BUDGET_MB,
+         conv_method: str = "auto"):
     """Options: ``engine`` (hooks | func | loop), ``chunk_size`` (samples per batched pass; None = auto),
-    ``memory_budget_mb`` (what auto may use per chunk)."""
+    ``memory_budget_mb`` (what auto may use per chunk), ``conv_method`` (auto | grouped | unfold)."""
     if engine not in ENGINES:
         raise ValueError(f"unknown GradSign engine {engine!r}; valid engines: {', '.join(ENGINES)}")
+    if conv_method not in CONV_METHODS:
+        raise ValueError(f"unknown conv_method {conv_method!r}; valid: {', '.join(CONV_METHODS)}")
 
     def gradsign(net: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> Score:
-        sums = sign_sums(net, inputs, targets, engine, chunk_size, memory_budget_mb)
+        sums = sign_sums(net, inputs, targets, engine, chunk_size, memory_budget_mb, conv_method)
         return Score(sums.score(), nonfinite=sums.nonfinite)
 
     return gradsign
