@@ -9,8 +9,8 @@ and non-finite g_ik left out of the sum (and counted). They differ only in how t
 
 - ``loop``: N backward passes at batch size 1 (the reference's way; slow, launch-bound on a GPU).
 - ``hooks`` (production): one batched forward+backward per chunk of samples, each BatchNorm switched to
-  per-sample statistics (``instance_norm`` with the BN's affine parameters, which is exactly BatchNorm on
-  a batch of one); per-sample weight gradients are formed inside backward hooks from each layer's input
+  per-sample statistics (``group_norm`` with one channel per group and the BN's affine parameters, which
+  is exactly BatchNorm on a batch of one); per-sample weight gradients are formed inside backward hooks from each layer's input
   and output gradient and reduced to sign sums at once, so no N x P gradient tensor is ever held.
   Parameters need no summed gradient, so backward computes none: the per-sample products replace it.
 - ``func``: ``torch.func.vmap(grad(...))`` over ``functional_call``, per chunk.
@@ -91,7 +91,9 @@ def _per_sample_batch_norm(self: nn.modules.batchnorm._BatchNorm, x: torch.Tenso
             f"{type(self).__name__} on input {tuple(x.shape)} has one value per channel per sample: "
             "per-sample BatchNorm (as GradSign needs) is undefined there"
         )
-    return F.instance_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
+    # GroupNorm with one channel per group normalises each (sample, channel) over its positions with the
+    # biased variance: exactly BatchNorm in training mode on a batch of one, in one fused kernel.
+    return F.group_norm(x, x.shape[1], self.weight, self.bias, self.eps)
 
 
 @contextlib.contextmanager
@@ -137,7 +139,10 @@ def _conv_per_sample_grad(conv: nn.Conv2d, x: torch.Tensor, grad_out: torch.Tens
     if (kh, kw) == (1, 1) and conv.stride == (1, 1) and conv.padding == (0, 0):
         cols = x.flatten(2)
     else:
-        cols = F.unfold(x, (kh, kw), dilation=conv.dilation, padding=conv.padding, stride=conv.stride)
+        # The batch folded into channels: one im2col kernel for all samples (aten's unfold loops over the
+        # batch, one launch per sample on CUDA).
+        cols = F.unfold(x.reshape(1, -1, *x.shape[2:]), (kh, kw), dilation=conv.dilation, padding=conv.padding,
+                        stride=conv.stride).view(n, -1, grad_out.shape[2] * grad_out.shape[3])
     g = grad_out.flatten(2)  # (N, C_out, L)
     if groups == 1:
         per_sample = torch.bmm(g, cols.transpose(1, 2))  # (N, C_out, C_in*kh*kw)

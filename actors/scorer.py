@@ -10,7 +10,6 @@ A plain class (the Ray batch-inference pattern: a callable holds state, batches 
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import math
 import time
@@ -78,12 +77,14 @@ class Scorer:
 
     def score_one(self, arch: str) -> tuple[dict[str, float], dict[str, int]]:
         """Scores of one canonical arch, and the non-finite gradient counts of proxies that had any."""
-        torch.manual_seed(arch_seed(self.seed, arch))
-        initial = self.space.build(arch, self.num_classes)
+        seed = arch_seed(self.seed, arch)
         values: dict[str, float] = {}
         nonfinite: dict[str, int] = {}
         for name, proxy in self.proxies.items():
-            net = copy.deepcopy(initial).to(self.device)
+            # Each proxy gets its own network at the same initial weights: rebuilding from the seed on the
+            # CPU is cheaper than a deepcopy and gives identical weights on every device.
+            torch.manual_seed(seed)
+            net = self.space.build(arch, self.num_classes).to(self.device)
             value = proxy(net, self.inputs, self.targets)
             values[name] = float(value)
             if getattr(value, "nonfinite", 0):

@@ -42,17 +42,21 @@ def _floor(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
 
 
 def _peak_mb(device: torch.device) -> float:
+    """CUDA: peak allocated during that engine's timings. CPU: the process's peak RSS so far (it only grows,
+    so on the CPU it bounds every engine run before it, not one engine alone)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process peak RSS (KiB on Linux)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def _timed(fn, device: torch.device, repeats: int) -> float:
+def _timed(setup, fn, device: torch.device, repeats: int) -> float:
+    """Best of ``repeats`` timings of ``fn(setup())``; building the input (a fresh net) is not timed."""
     best = []
     for _ in range(repeats):
+        arg = setup()
         _sync(device)
         start = time.perf_counter()
-        fn()
+        fn(arg)
         _sync(device)
         best.append(time.perf_counter() - start)
     return min(best)
@@ -86,17 +90,18 @@ def bench_gradsign(args: argparse.Namespace) -> dict:
         row = {"arch_id": arch_id, "arch": arch}
         # warm-up per cell (first-touch allocations, cudnn autotune) outside the timings
         _floor(fresh(arch), x, y)
-        row["floor"] = _timed(lambda: _floor(fresh(arch), x, y), device, args.repeats)
+        row["floor"] = _timed(lambda: fresh(arch), lambda net: _floor(net, x, y), device, args.repeats)
         for engine in engines:
             result = {}
 
-            def go():
+            def go(net):
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
-                    result["sums"] = sign_sums(fresh(arch), x, y, engine=engine, chunk_size=args.chunk_size)
+                    result["sums"] = sign_sums(net, x, y, engine=engine, chunk_size=args.chunk_size,
+                                               conv_method=args.conv_method)
 
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-            row[engine] = _timed(go, device, args.repeats if engine != "loop" else 1)
+            row[engine] = _timed(lambda: fresh(arch), go, device, args.repeats if engine != "loop" else 1)
             row[f"{engine}_score"] = result["sums"].score()
             row[f"{engine}_peak_mb"] = _peak_mb(device)
         rows.append(row)
@@ -109,6 +114,7 @@ def summarise(rows: list[dict], engines: list[str], args) -> dict:
     med = {k: statistics.median(r[k] for r in rows) for k in ["floor", *engines]}
     out = {"device": args.device, "threads": torch.get_num_threads(), "batch": args.batch, "cells": len(rows),
            "median_seconds": med, "channels_last": args.channels_last, "tf32": args.tf32, "bf16": args.bf16,
+           "conv_method": args.conv_method,
            "rows": rows}
     if "hooks" in engines:
         out["hooks_over_floor"] = med["hooks"] / med["floor"]
@@ -156,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--threads", type=int, default=2)
     g.add_argument("--engines", default="loop,hooks,func")
     g.add_argument("--chunk-size", type=int, default=None)
+    g.add_argument("--conv-method", default="auto", help="hooks engine: auto | grouped | unfold")
     g.add_argument("--repeats", type=int, default=3, help="timings per cell (min taken); loop runs once")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--dataset", default="cifar10")

@@ -38,12 +38,16 @@ def fresh(arch: str, seed: int = 7) -> nn.Module:
     return spaces.get("nb201").build(arch, 10)
 
 
-@pytest.mark.parametrize("engine", ["hooks", "func", "loop"])
+ENGINES = [{"engine": "hooks", "conv_method": "grouped"}, {"engine": "hooks", "conv_method": "unfold"},
+           {"engine": "func"}, {"engine": "loop"}]
+
+
+@pytest.mark.parametrize("options", ENGINES, ids=lambda o: "-".join(o.values()))
 @pytest.mark.parametrize("arch", CELLS)
-def test_engines_equal_loop_oracle(arch, engine, cifar10_batch):
+def test_engines_equal_loop_oracle(arch, options, cifar10_batch):
     x, y = cifar10_batch
     expected = oracle_gradsign(fresh(arch), x, y)
-    got = proxies.get("gradsign", engine=engine)(fresh(arch), x, y)
+    got = proxies.get("gradsign", **options)(fresh(arch), x, y)
     if expected == 0:
         assert got == 0  # exact zeros identical
     else:
@@ -87,15 +91,15 @@ class SharedTrunk(nn.Module):
         return self.head(h)
 
 
-@pytest.mark.parametrize("engine", ["hooks", "func"])
-def test_any_classifier_module(engine, cifar10_batch):
+@pytest.mark.parametrize("options", ENGINES[:3], ids=lambda o: "-".join(o.values()))
+def test_any_classifier_module(options, cifar10_batch):
     x, y = cifar10_batch
     torch.manual_seed(0)
     net = SharedTrunk()
     state = {k: v.clone() for k, v in net.state_dict().items()}
     expected = oracle_gradsign(net, x, y)
     net.load_state_dict(state)
-    got = proxies.get("gradsign", engine=engine)(net, x, y)
+    got = proxies.get("gradsign", **options)(net, x, y)
     assert got == pytest.approx(expected, rel=1e-3)
 
 
