@@ -56,7 +56,9 @@ class Scorer:
         device: str | None = None,
         num_threads: int | None = None,
         proxy_options: Mapping[str, Mapping[str, Any]] | None = None,
+        plugins: Sequence[str] = (),
     ):
+        proxies.load_plugins(plugins)
         if num_threads:
             torch.set_num_threads(int(num_threads))
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -25,6 +25,7 @@ DEFAULTS: dict[str, Any] = {
     "sample": {"size": None, "seed": 0, "archs": None},
     "proxies": ["gradsign"],
     "proxy_options": {},
+    "plugins": [],
     "ground_truth": {"path": None, "column": None},
     "ray": {
         "address": None,
@@ -46,7 +47,7 @@ DEFAULTS: dict[str, Any] = {
 
 # Keys whose values change the scores (or which archs are scored). A run folder may only be resumed by
 # a config that agrees on all of them.
-SCORE_KEYS = ("space", "dataset", "data", "sample", "proxies", "proxy_options", "seed", "shard_size")
+SCORE_KEYS = ("space", "dataset", "data", "sample", "proxies", "proxy_options", "plugins", "seed", "shard_size")
 
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -139,6 +140,9 @@ def validate(cfg: dict) -> dict:
         raise ConfigError(f"config key 'proxies' must be a non-empty list of proxy names, got {proxies!r}")
     if len(set(proxies)) != len(proxies):
         raise ConfigError(f"config key 'proxies' lists a proxy twice: {proxies}")
+    plugins = cfg["plugins"]
+    if not isinstance(plugins, list) or not all(isinstance(p, str) and p for p in plugins):
+        raise ConfigError(f"config key 'plugins' must be a list of importable module names, got {plugins!r}")
     if not isinstance(cfg["proxy_options"], dict):
         raise ConfigError("config key 'proxy_options' must map proxy names to option mappings")
     for name, options in cfg["proxy_options"].items():

@@ -1,25 +1,26 @@
 """The reducer: score rows (Arrow) -> counts, correlations against ground truth, top-k candidates.
 
 Invariants: a row counts as scored when its ``error`` is null; a proxy's value enters correlations and
-the top-k only when it is finite, its gradients had no non-finite entries (``nonfinite`` column), and
-(for correlations) the arch has a ground-truth value. Higher scores rank first for every proxy.
+the top-k only when it is finite and its gradients had no non-finite entries (``nonfinite`` column), and
+enters correlations only when the arch has a ground-truth value. Higher scores rank first for every proxy.
+Only numbers are kept per row (arch_id, one float per proxy, flags, the ground-truth value), so the
+reducer's memory is a few bytes per arch per proxy however large the space; arch strings are looked up
+again for the top-k rows alone.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from scipy import stats
 
 from spaces.ground_truth import GroundTruth
 
-KEPT_COLUMNS = ("arch_id", "arch", "nonfinite", "seconds", "error")
+MAX_ERRORS_KEPT = 5
 
 
 def flagged(nonfinite: str | None, proxy: str) -> bool:
@@ -28,92 +29,99 @@ def flagged(nonfinite: str | None, proxy: str) -> bool:
 
 
 @dataclass
+class Columns:
+    """The reducer's numeric view of all rows it took."""
+
+    arch_id: np.ndarray
+    ok: np.ndarray  # no error
+    values: dict[str, np.ndarray]
+    usable: dict[str, np.ndarray]  # ok, finite, not flagged
+    truth: np.ndarray  # NaN where no ground truth
+
+
+@dataclass
 class Reducer:
     proxy_names: Sequence[str]
+    space: object
     ground_truth: GroundTruth | None = None
     topk: int = 50
     topk_by: str | None = None
-    _tables: list[pa.Table] = field(default_factory=list)
     scored: int = 0
     failed: int = 0
+    first_errors: list[str] = field(default_factory=list)
+    _parts: list[dict[str, np.ndarray]] = field(default_factory=list)
 
     def add(self, table: pa.Table) -> None:
-        """Take one shard's score rows (only the columns the reduction needs are kept)."""
-        keep = [c for c in (*KEPT_COLUMNS, *self.proxy_names) if c in table.column_names]
-        table = table.select(keep)
-        ok_rows = table.column("error").null_count
-        self.scored += ok_rows
-        self.failed += table.num_rows - ok_rows
-        self._tables.append(table)
-
-    def table(self) -> pa.Table:
-        if not self._tables:
-            return pa.table({c: pa.array([], pa.int64() if c == "arch_id" else pa.string()) for c in KEPT_COLUMNS})
-        merged = pa.concat_tables(self._tables).combine_chunks()
-        self._tables = [merged]
-        return merged
-
-    @staticmethod
-    def _no_error(table: pa.Table) -> np.ndarray:
-        return np.asarray([e is None for e in table.column("error").to_pylist()], bool)
-
-    @staticmethod
-    def _nonfinite(table: pa.Table, proxy: str) -> np.ndarray:
-        """Rows whose value for ``proxy`` is NaN/inf or whose gradients had non-finite entries."""
-        values = table.column(proxy).to_numpy(zero_copy_only=False).astype(np.float64)
-        flags = np.asarray([flagged(f, proxy) for f in table.column("nonfinite").to_pylist()], bool)
-        return ~np.isfinite(values) | flags
-
-    def _usable(self, table: pa.Table, proxy: str) -> np.ndarray:
-        return self._no_error(table) & ~self._nonfinite(table, proxy)
-
-    def correlations(self, table: pa.Table) -> dict[str, dict]:
-        out: dict[str, dict] = {}
-        archs = table.column("arch").to_pylist()
-        truth = None
-        if self.ground_truth is not None:
-            truth = np.asarray([self.ground_truth.values.get(a, math.nan) for a in archs], np.float64)
+        """Take one shard's score rows."""
+        errors = table.column("error").to_pylist()
+        ok = np.asarray([e is None for e in errors], bool)
+        self.scored += int(ok.sum())
+        self.failed += int((~ok).sum())
+        for e in errors:
+            if e is not None and len(self.first_errors) < MAX_ERRORS_KEPT:
+                self.first_errors.append(e.splitlines()[0])
+        flags = table.column("nonfinite").to_pylist()
+        part: dict[str, np.ndarray] = {
+            "arch_id": table.column("arch_id").to_numpy().astype(np.int64),
+            "ok": ok,
+        }
         for proxy in self.proxy_names:
             values = table.column(proxy).to_numpy(zero_copy_only=False).astype(np.float64)
-            usable = self._usable(table, proxy)
-            entry: dict = {
-                "valid": int(usable.sum()),
-                "nonfinite_rows": int((self._no_error(table) & self._nonfinite(table, proxy)).sum()),
-            }
-            if truth is not None:
-                has_truth = np.isfinite(truth)
+            bad = np.asarray([flagged(f, proxy) for f in flags], bool) | ~np.isfinite(values)
+            part[f"v:{proxy}"] = values
+            part[f"u:{proxy}"] = ok & ~bad
+        if self.ground_truth is not None:
+            lookup = self.ground_truth.values
+            part["truth"] = np.asarray([lookup.get(a, math.nan) for a in table.column("arch").to_pylist()],
+                                       np.float64)
+        else:
+            part["truth"] = np.full(table.num_rows, math.nan)
+        self._parts.append(part)
+
+    def columns(self) -> Columns:
+        if len(self._parts) > 1:  # merge once, keep one part
+            self._parts = [{k: np.concatenate([p[k] for p in self._parts]) for k in self._parts[0]}]
+        if not self._parts:
+            empty = np.zeros(0)
+            return Columns(empty.astype(np.int64), empty.astype(bool), {p: empty for p in self.proxy_names},
+                           {p: empty.astype(bool) for p in self.proxy_names}, empty)
+        p = self._parts[0]
+        return Columns(p["arch_id"], p["ok"], {n: p[f"v:{n}"] for n in self.proxy_names},
+                       {n: p[f"u:{n}"] for n in self.proxy_names}, p["truth"])
+
+    def correlations(self, cols: Columns) -> dict[str, dict]:
+        out: dict[str, dict] = {}
+        has_truth = np.isfinite(cols.truth)
+        for proxy in self.proxy_names:
+            values, usable = cols.values[proxy], cols.usable[proxy]
+            entry: dict = {"valid": int(usable.sum()), "nonfinite_rows": int((cols.ok & ~usable).sum())}
+            if self.ground_truth is not None:
                 both = usable & has_truth
                 entry["n"] = int(both.sum())
                 entry["missing_ground_truth"] = int((usable & ~has_truth).sum())
                 if both.sum() >= 3 and np.ptp(values[both]) > 0:
-                    entry["spearman"] = float(stats.spearmanr(values[both], truth[both]).statistic)
-                    entry["kendall"] = float(stats.kendalltau(values[both], truth[both]).statistic)
+                    entry["spearman"] = float(stats.spearmanr(values[both], cols.truth[both]).statistic)
+                    entry["kendall"] = float(stats.kendalltau(values[both], cols.truth[both]).statistic)
                 else:
                     entry["spearman"] = entry["kendall"] = None
             out[proxy] = entry
         return out
 
-    def top(self, table: pa.Table) -> pa.Table:
+    def top(self, cols: Columns) -> pa.Table:
         """The ``topk`` best archs by ``topk_by`` (default: the first proxy), with rank and all scores."""
         by = self.topk_by or self.proxy_names[0]
-        usable = self._usable(table, by)
-        candidates = table.filter(pa.array(usable))
-        order = np.argsort(-candidates.column(by).to_numpy(zero_copy_only=False), kind="stable")
-        best = candidates.take(pa.array(order[: self.topk], pa.int64()))
-        columns = {"rank": pa.array(np.arange(1, best.num_rows + 1), pa.int64()),
-                   "arch_id": best.column("arch_id"), "arch": best.column("arch")}
+        candidates = np.flatnonzero(cols.usable[by])
+        order = candidates[np.argsort(-cols.values[by][candidates], kind="stable")][: self.topk]
+        ids = cols.arch_id[order]
+        archs = [self.space.arch(int(i)) for i in ids]
+        columns = {"rank": pa.array(np.arange(1, len(order) + 1), pa.int64()),
+                   "arch_id": pa.array(ids, pa.int64()), "arch": pa.array(archs, pa.string())}
         for proxy in self.proxy_names:
-            columns[proxy] = best.column(proxy)
+            columns[proxy] = pa.array(cols.values[proxy][order], pa.float64())
         if self.ground_truth is not None:
-            archs = best.column("arch").to_pylist()
             columns["official_index"] = pa.array([self.ground_truth.official_index.get(a) for a in archs], pa.int64())
-            columns[self.ground_truth.column] = pa.array([self.ground_truth.values.get(a) for a in archs], pa.float64())
+            truth = cols.truth[order]
+            columns[self.ground_truth.column] = pa.array([None if math.isnan(t) else float(t) for t in truth],
+                                                         pa.float64())
         return pa.table(columns)
 
-
-def read_scores(scores_dir: Path) -> pa.Table | None:
-    """Every committed score file of a run folder, concatenated (None when there is none)."""
-    parts = sorted(scores_dir.glob("part-*.parquet"))
-    if not parts:
-        return None
-    return pa.concat_tables(pq.read_table(p) for p in parts)

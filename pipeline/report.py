@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from .reducer import Reducer
+from .reducer import Columns, Reducer
 from .shards import write_atomic
 
 # Spearman rho over all 15,625 NB201 cells, 200-epoch test accuracy (GradSign paper, ICLR 2022, and the
@@ -43,9 +43,9 @@ def _write_json(path: Path, obj) -> None:
     tmp.replace(path)
 
 
-def _plots(table: pa.Table, reducer: Reducer, out: Path) -> list[str]:
+def _plots(cols: Columns, reducer: Reducer, out: Path) -> list[str]:
     """Score against ground truth per proxy (the paper's figure); returns file names made."""
-    if reducer.ground_truth is None or table.num_rows == 0:
+    if reducer.ground_truth is None or cols.arch_id.size == 0:
         return []
     try:
         import matplotlib
@@ -55,11 +55,11 @@ def _plots(table: pa.Table, reducer: Reducer, out: Path) -> list[str]:
     except ImportError:
         return []
     out.mkdir(exist_ok=True)
-    truth = np.asarray([reducer.ground_truth.values.get(a, math.nan) for a in table.column("arch").to_pylist()])
+    truth = cols.truth
     made = []
     for proxy in reducer.proxy_names:
-        values = table.column(proxy).to_numpy(zero_copy_only=False).astype(np.float64)
-        keep = reducer._usable(table, proxy) & np.isfinite(truth)
+        values = cols.values[proxy]
+        keep = cols.usable[proxy] & np.isfinite(truth)
         if keep.sum() < 2:
             continue
         fig, ax = plt.subplots(figsize=(4.5, 3.6), dpi=120)
@@ -77,8 +77,8 @@ def _plots(table: pa.Table, reducer: Reducer, out: Path) -> list[str]:
 
 def write_outputs(run_dir: Path, cfg: dict, reducer: Reducer, facts: dict) -> dict:
     """Write every derived file of ``run_dir``; return the summary."""
-    table = reducer.table()
-    correlations = reducer.correlations(table)
+    cols = reducer.columns()
+    correlations = reducer.correlations(cols)
     summary = {
         "name": cfg["name"],
         "space": cfg["space"],
@@ -88,17 +88,15 @@ def write_outputs(run_dir: Path, cfg: dict, reducer: Reducer, facts: dict) -> di
         "proxies": correlations,
         "ground_truth": None if reducer.ground_truth is None else {
             "path": cfg["ground_truth"]["path"], "column": cfg["ground_truth"]["column"],
+            "matched": int(np.isfinite(cols.truth).sum()), "missing": int((~np.isfinite(cols.truth)).sum()),
         },
         **{k: v for k, v in facts.items() if k != "requested"},
+        "first_errors": reducer.first_errors,
     }
-    errors = [e for e in table.column("error").to_pylist() if e] if table.num_rows else []
-    summary["first_errors"] = [e.splitlines()[0] for e in errors[:5]]
-
-    top = reducer.top(table) if table.num_rows else pa.table({})
+    top = reducer.top(cols)
     write_atomic(top, run_dir / "topk.parquet")
     (run_dir / "topk.jsonl").write_text("".join(json.dumps(row) + "\n" for row in top.to_pylist()))
-    plots = _plots(table, reducer, run_dir / "plots")
-    summary["plots"] = plots
+    summary["plots"] = _plots(cols, reducer, run_dir / "plots")
     _write_json(run_dir / "summary.json", summary)
     (run_dir / "report.md").write_text(render_markdown(summary, top, cfg))
     return summary

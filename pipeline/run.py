@@ -29,7 +29,7 @@ from .data import dataset_info, load_batch
 from .progress import Progress
 from .reducer import Reducer
 from .report import write_outputs
-from .shards import iter_shards, part_name, read_complete, write_atomic
+from .shards import iter_shards, part_name, read_arch_list, read_complete, remove_temporaries, write_atomic
 
 
 class RunFolderError(ValueError):
@@ -57,13 +57,16 @@ def _expand_proxies(names: list[str]) -> list[str]:
 
 def prepare(cfg: dict) -> tuple[dict, Path]:
     """Check everything that can be checked before Ray starts; claim (or resume) the run folder."""
+    proxy_registry.load_plugins(cfg["plugins"])
     cfg["proxies"] = _expand_proxies(cfg["proxies"])
     for name in cfg["proxy_options"]:
         if name not in cfg["proxies"]:
             raise config_mod.ConfigError(f"proxy_options names {name!r}, which is not in proxies {cfg['proxies']}")
         proxy_registry.get(name, **cfg["proxy_options"][name])  # bad options fail here, not in an actor
-    spaces.get(cfg["space"])
+    space = spaces.get(cfg["space"])
     dataset_info(cfg["dataset"])
+    if cfg["sample"]["archs"] is not None:
+        read_arch_list(cfg["sample"]["archs"], space)  # a malformed line fails here, before any file is made
     if cfg["topk_by"] is not None and cfg["topk_by"] not in cfg["proxies"]:
         raise config_mod.ConfigError(f"topk_by {cfg['topk_by']!r} is not one of proxies {cfg['proxies']}")
     run_dir = Path(cfg["output"])
@@ -112,7 +115,8 @@ def _make_actor(cfg: dict, batch_ref, labels_ref, num_classes: int):
     )
     device = "cuda" if r["num_gpus_per_actor"] > 0 else "cpu"
     return remote.remote(cfg["space"], cfg["proxies"], batch_ref, labels_ref, num_classes, cfg["seed"],
-                         device=device, num_threads=threads, proxy_options=cfg["proxy_options"])
+                         device=device, num_threads=threads, proxy_options=cfg["proxy_options"],
+                         plugins=cfg["plugins"])
 
 
 def _failed_rows(shard: pa.Table, proxies: list[str], error: str) -> pa.Table:
@@ -138,9 +142,10 @@ def run(cfg: dict) -> RunResult:
 
     (run_dir / "shards").mkdir(parents=True, exist_ok=True)
     (run_dir / "scores").mkdir(exist_ok=True)
+    remove_temporaries(run_dir)  # half-written files of a run that was killed
     (run_dir / "config.yaml").write_text(config_mod.dump(cfg))
     schema = score_schema(cfg["proxies"])
-    reducer = Reducer(cfg["proxies"], truth, cfg["topk"], cfg["topk_by"])
+    reducer = Reducer(cfg["proxies"], space, truth, cfg["topk"], cfg["topk_by"])
 
     # Stream the shards: write each input shard, keep only the indices of those still to score.
     todo: deque[int] = deque()
@@ -201,6 +206,7 @@ def _dispatch(cfg, run_dir, batch, num_classes, todo, sizes, schema, reducer, pr
     devices = ray.get([a.device_name.remote() for a in actors])
     in_flight: dict = {}  # ref -> (shard index, actor slot, sub-rows or None)
     load = [0] * len(actors)
+    isolating = [False] * len(actors)
     attempts: dict[int, int] = {}
     singles: deque[tuple[int, int]] = deque()  # (shard, row) tried alone after repeated actor deaths
     single_results: dict[int, dict[int, pa.Table]] = {}
@@ -217,10 +223,14 @@ def _dispatch(cfg, run_dir, batch, num_classes, todo, sizes, schema, reducer, pr
         progress.update(table.num_rows, failed=reducer.failed)
 
     def submit(slot: int) -> bool:
-        if singles:
+        # An arch tried alone has its actor to itself, so a death can only be that arch's doing.
+        if isolating[slot]:
+            return False
+        if singles and load[slot] == 0:
             index, row = singles.popleft()
             rows = read_shard(index).slice(row, 1)
             in_flight[actors[slot].__call__.remote(rows)] = (index, slot, row)
+            isolating[slot] = True
         elif todo:
             index = todo.popleft()
             in_flight[actors[slot].__call__.remote(read_shard(index))] = (index, slot, None)
@@ -233,10 +243,14 @@ def _dispatch(cfg, run_dir, batch, num_classes, todo, sizes, schema, reducer, pr
         for slot in range(len(actors)):
             while load[slot] < r["in_flight_per_actor"] and submit(slot):
                 pass
+        if not in_flight:
+            raise RuntimeError("dispatch stalled with work left")  # unreachable: an idle actor takes work
         ready, _ = ray.wait(list(in_flight), num_returns=1)
         ref = ready[0]
         index, slot, row = in_flight.pop(ref)
         load[slot] -= 1
+        if row is not None:
+            isolating[slot] = False
         try:
             table = ray.get(ref)
         except (ActorDiedError, ActorUnavailableError, RayActorError) as exc:
@@ -287,7 +301,7 @@ def recompute(run_dir: Path) -> dict:
     if cfg["ground_truth"]["path"] is not None:
         truth = gt_loader.load(cfg["ground_truth"]["path"], cfg["ground_truth"]["column"], space)
     schema = score_schema(cfg["proxies"])
-    reducer = Reducer(cfg["proxies"], truth, cfg["topk"], cfg["topk_by"])
+    reducer = Reducer(cfg["proxies"], space, truth, cfg["topk"], cfg["topk_by"])
     requested = 0
     for index, shard in iter_shards(cfg, space):
         requested += shard.num_rows

@@ -102,6 +102,16 @@ def write_atomic(table: pa.Table, path: Path) -> None:
         raise
 
 
+def remove_temporaries(run_dir: Path) -> int:
+    """Delete the temporary files a killed writer left in ``run_dir``'s shards/ and scores/."""
+    removed = 0
+    for sub in ("shards", "scores"):
+        for tmp in (run_dir / sub).glob(".part-*.tmp"):
+            tmp.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
 def read_complete(path: Path, rows: int | None = None, schema: pa.Schema | None = None) -> pa.Table | None:
     """The table at ``path`` if it is readable (and has ``rows`` rows and ``schema``'s columns), else None."""
     if not path.is_file():

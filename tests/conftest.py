@@ -10,6 +10,12 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("GRADSIGN_DATA", REPO.parent / "shared" / "data")).resolve()
+TESTS = Path(__file__).resolve().parent
+
+# Ray workers (and subprocess drivers) must import the test plugin ``faulty_proxies``: they inherit this.
+os.environ["PYTHONPATH"] = os.pathsep.join([str(TESTS), *filter(None, [os.environ.get("PYTHONPATH")])])
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
 @pytest.fixture(scope="session")
@@ -33,13 +39,26 @@ def cifar10_batch(data_dir):
 @pytest.fixture(scope="session")
 def ray_cluster():
     """One local Ray cluster for every test that needs it (started once, ~7 s)."""
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
 
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 2**20, logging_level="warning")
     yield ray
     ray.shutdown()
+
+
+def small_config(tmp_path: Path, data_dir: Path, *extra: str, **over) -> dict:
+    """A small real run: 12 NB201 cells, batch 8, shards of 4, into ``tmp_path / 'run'``."""
+    from pipeline.config import resolve
+
+    return resolve("configs/nb201-cifar10.yaml", small_overrides(tmp_path, data_dir, *extra, **over))
+
+
+def small_overrides(tmp_path: Path, data_dir: Path, *extra: str, **over) -> list[str]:
+    sets = [f"data.path={data_dir}/cifar10_train_1000.npz", "data.batch_size=8", "sample.size=12",
+            "sample.seed=5", f"ground_truth.path={data_dir}/nb201_accuracy.csv",
+            "ground_truth.column=cifar10_test", "shard_size=4", "topk=5", "progress=false",
+            "ray.object_store_mb=128", f"output={tmp_path / 'run'}", *extra]
+    return sets + [f"{k.replace('__', '.')}={v}" for k, v in over.items()]
 
 
 def small_npz(path: Path, images: np.ndarray, labels: np.ndarray) -> Path:

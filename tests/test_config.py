@@ -46,3 +46,14 @@ def test_missing_file_and_env():
         resolve("configs/nope.yaml")
     with pytest.raises(ConfigError, match="NOT_SET_ANYWHERE"):
         resolve(None, ["data.path=${NOT_SET_ANYWHERE}/x.npz"])
+
+
+def test_cluster_launcher_config_has_a_cpu_head_and_gpu_workers():
+    import yaml
+
+    cluster = yaml.safe_load(open("configs/cluster.yaml"))
+    nodes = cluster["available_node_types"]
+    assert cluster["head_node_type"] in nodes
+    assert nodes[cluster["head_node_type"]]["resources"] == {"CPU": 0}
+    assert any(name != cluster["head_node_type"] and node["max_workers"] > 0 for name, node in nodes.items())
+    assert any("ray start --head" in c for c in cluster["head_start_ray_commands"])

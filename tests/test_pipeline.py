@@ -7,19 +7,10 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.config import resolve
+from conftest import small_config
 from pipeline.run import RunFolderError, recompute, run
 
 pytestmark = pytest.mark.ray
-
-
-def small_config(tmp_path, data_dir, **over):
-    sets = [f"data.path={data_dir}/cifar10_train_1000.npz", "data.batch_size=8", "sample.size=12",
-            "sample.seed=5", f"ground_truth.path={data_dir}/nb201_accuracy.csv",
-            "ground_truth.column=cifar10_test", "shard_size=4", "topk=5", "progress=false",
-            f"output={tmp_path / 'run'}"]
-    sets += [f"{k.replace('__', '.')}={v}" for k, v in over.items()]
-    return resolve("configs/nb201-cifar10.yaml", sets)
 
 
 def scores(run_dir):

@@ -5,6 +5,6 @@ classifier ``nn.Module`` (it may change the net: pass a fresh one); ``names()`` 
 """
 
 from . import gradsign  # noqa: F401  (each import registers its proxy)
-from .base import Proxy, Score, get, names, register
+from .base import Proxy, Score, get, load_plugins, names, register
 
-__all__ = ["Proxy", "Score", "get", "names", "register"]
+__all__ = ["Proxy", "Score", "get", "load_plugins", "names", "register"]

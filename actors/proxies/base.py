@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+import importlib
+from typing import Callable, Protocol, Sequence
 
 import torch
 from torch import nn
@@ -41,6 +42,15 @@ def register(name: str) -> Callable[[ProxyFactory], ProxyFactory]:
         return factory
 
     return wrap
+
+
+def load_plugins(modules: Sequence[str]) -> None:
+    """Import modules that register their own proxies (``@register``); a missing one is a ValueError."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ValueError(f"cannot import proxy plugin {module!r}: {exc}") from exc
 
 
 def names() -> list[str]:
