@@ -95,8 +95,9 @@ def _start_ray(cfg: dict) -> bool:
     if address is None and "RAY_ADDRESS" not in os.environ:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         need = cfg["ray"]["num_actors"] * cfg["ray"]["num_cpus_per_actor"]
-        ray.init(num_cpus=max(1, math.ceil(need)), include_dashboard=False, logging_level="warning",
-                 object_store_memory=cfg["ray"]["object_store_mb"] * 2**20, log_to_driver=True)
+        # address="local": a new cluster even where /tmp/ray/ray_current_cluster names one (ray start)
+        ray.init(address="local", num_cpus=max(1, math.ceil(need)), include_dashboard=False,
+                 logging_level="warning", object_store_memory=cfg["ray"]["object_store_mb"] * 2**20)
     else:
         ray.init(address=address, logging_level="warning")
     return True
@@ -204,7 +205,7 @@ def _dispatch(cfg, run_dir, batch, num_classes, todo, sizes, schema, reducer, pr
     images_ref, labels_ref = ray.put(batch.images), ray.put(batch.labels)
     actors = [_make_actor(cfg, images_ref, labels_ref, num_classes) for _ in range(min(r["num_actors"], len(todo)))]
     devices = ray.get([a.device_name.remote() for a in actors])
-    in_flight: dict = {}  # ref -> (shard index, actor slot, sub-rows or None)
+    in_flight: dict = {}  # ref -> (shard index, actor slot, the actor it went to, single row or None)
     load = [0] * len(actors)
     isolating = [False] * len(actors)
     attempts: dict[int, int] = {}
@@ -229,11 +230,11 @@ def _dispatch(cfg, run_dir, batch, num_classes, todo, sizes, schema, reducer, pr
         if singles and load[slot] == 0:
             index, row = singles.popleft()
             rows = read_shard(index).slice(row, 1)
-            in_flight[actors[slot].__call__.remote(rows)] = (index, slot, row)
+            in_flight[actors[slot].__call__.remote(rows)] = (index, slot, actors[slot], row)
             isolating[slot] = True
         elif todo:
             index = todo.popleft()
-            in_flight[actors[slot].__call__.remote(read_shard(index))] = (index, slot, None)
+            in_flight[actors[slot].__call__.remote(read_shard(index))] = (index, slot, actors[slot], None)
         else:
             return False
         load[slot] += 1
@@ -247,14 +248,19 @@ def _dispatch(cfg, run_dir, batch, num_classes, todo, sizes, schema, reducer, pr
             raise RuntimeError("dispatch stalled with work left")  # unreachable: an idle actor takes work
         ready, _ = ray.wait(list(in_flight), num_returns=1)
         ref = ready[0]
-        index, slot, row = in_flight.pop(ref)
+        index, slot, actor, row = in_flight.pop(ref)
         load[slot] -= 1
         if row is not None:
             isolating[slot] = False
         try:
             table = ray.get(ref)
         except (ActorDiedError, ActorUnavailableError, RayActorError) as exc:
-            if isinstance(exc, ActorDiedError) or not _alive(actors[slot]):
+            # Replace the actor once, by the first of its calls that fails (the others find a new one).
+            if actor is actors[slot] and (isinstance(exc, ActorDiedError) or not _alive(actor)):
+                try:
+                    ray.kill(actor, no_restart=True)
+                except Exception:  # already gone
+                    pass
                 actors[slot] = _make_actor(cfg, images_ref, labels_ref, num_classes)
             if row is not None:  # a single arch that took its actor down again: record it
                 single_results.setdefault(index, {})[row] = _failed_rows(

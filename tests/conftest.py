@@ -41,7 +41,8 @@ def ray_cluster():
     """One local Ray cluster for every test that needs it (started once, ~7 s)."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 2**20, logging_level="warning")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=256 * 2**20,
+             logging_level="warning")
     yield ray
     ray.shutdown()
 
