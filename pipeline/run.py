@@ -48,8 +48,8 @@ class RunResult:
 
 
 def _expand_proxies(names: list[str]) -> list[str]:
-    if names == ["all"]:
-        return proxy_registry.names()
+    if names == ["all"]:  # GradSign first: it ranks the top-k unless topk_by says otherwise
+        return sorted(proxy_registry.names(), key=lambda name: (name != "gradsign", name))
     for name in names:
         proxy_registry.get(name)  # raises with the valid names when unknown
     return names

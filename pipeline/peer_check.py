@@ -1,0 +1,240 @@
+"""Peer agreement of the baseline zero-cost proxies on NAS-Bench-201.
+
+Scores the first (or a seeded sample of) ``--cells`` architectures of one dataset in the NASLib peer
+table (``naslib_zc_nb201.csv``: NAS-Bench-Suite-Zero) with our proxies and prints, per proxy, the
+Spearman rho against the peer's column for the same proxy and against the table's ``val_accuracy``
+(with the peer column's own rho on the same cells for comparison), and for params/flops the largest
+relative difference from the peer value. ``--seed2`` reruns everything with a second seed (weights, and
+the data batch unless ``--data-seed`` pins it) and prints the rho between the two runs per proxy: the
+noise floor a proxy's peer agreement can be read against (grasp and fisher are the noisy ones).
+
+Each network is built exactly as the scorer builds it: ``torch.manual_seed(arch_seed(seed, arch))`` then
+``space.build``, a fresh network for every proxy. Run it small on a CPU (``--cells 30``); a full check is
+a GPU job.
+
+    python -m pipeline.peer_check --dataset cifar10 --cells 200 --batch 64 --proxies all --seed 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from scipy import stats
+
+import spaces
+from actors import proxies
+from actors.scorer import arch_seed
+from pipeline.data import dataset_info, load_batch
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data"
+BASELINES = ("grad_norm", "snip", "grasp", "fisher", "synflow", "jacob_cov", "naswot", "params", "flops")
+PEER_COLUMN = {"jacob_cov": "jacov", "naswot": "nwot"}  # others: the same name
+SIZE_PROXIES = ("params", "flops")
+DATA_FILES = {"cifar10": "cifar10_train_1000.npz", "cifar100": "cifar100_train_468.npz",
+              "imagenet16-120": "imagenet16_120_sample.npz"}
+CSV_NAME = {"cifar10": "cifar10", "cifar100": "cifar100", "imagenet16-120": "imagenet16_120"}
+
+
+def peer_column(proxy: str) -> str:
+    return PEER_COLUMN.get(proxy, proxy)
+
+
+def read_peer_rows(path: Path, dataset: str) -> list[dict]:
+    """The peer table's rows for ``dataset`` (any alias ``dataset_info`` accepts), in file order."""
+    name = CSV_NAME[dataset_info(dataset).name]
+    with open(path, newline="") as f:
+        rows = [row for row in csv.DictReader(f) if row["dataset"] == name]
+    if not rows:
+        raise SystemExit(f"no rows for dataset {name!r} in {path}")
+    return rows
+
+
+def pick_rows(rows: list[dict], cells: int, pick: str, pick_seed: int) -> list[dict]:
+    if not 1 <= cells <= len(rows):
+        raise SystemExit(f"--cells must be in [1, {len(rows)}], got {cells}")
+    if pick == "first":
+        return rows[:cells]
+    chosen = np.random.default_rng(pick_seed).choice(len(rows), size=cells, replace=False)
+    return [rows[i] for i in sorted(chosen)]
+
+
+def as_float(text: str) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def spearman(a: Sequence[float], b: Sequence[float]) -> tuple[float | None, int]:
+    """Spearman rho over the pairs where both are finite, and how many pairs that was."""
+    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    both = np.isfinite(x) & np.isfinite(y)
+    n = int(both.sum())
+    if n < 3 or np.ptp(x[both]) == 0 or np.ptp(y[both]) == 0:
+        return None, n
+    return float(stats.spearmanr(x[both], y[both]).statistic), n
+
+
+def score_cells(archs: Sequence[str], names: Sequence[str], num_classes: int, inputs: torch.Tensor,
+                targets: torch.Tensor, seed: int, device: torch.device, label: str = "") -> tuple[dict, dict]:
+    """{proxy: [value per arch]} and {proxy: seconds}, each value on a fresh seeded network."""
+    space = spaces.get("nb201")
+    fns = {name: proxies.get(name) for name in names}
+    values: dict[str, list[float]] = {name: [] for name in names}
+    seconds = {name: 0.0 for name in names}
+    start = time.perf_counter()
+    for i, arch in enumerate(archs):
+        canonical = space.canonical(arch)
+        for name, fn in fns.items():
+            torch.manual_seed(arch_seed(seed, canonical))
+            net = space.build(canonical, num_classes).to(device)
+            t = time.perf_counter()
+            try:
+                value = float(fn(net, inputs, targets))
+            except Exception as exc:  # one failing proxy/cell is reported and left out, not fatal
+                print(f"  {name} failed on {canonical}: {type(exc).__name__}: {exc}", file=sys.stderr)
+                value = math.nan
+            seconds[name] += time.perf_counter() - t
+            values[name].append(value)
+        if (i + 1) % 10 == 0 or i + 1 == len(archs):
+            print(f"  {label}{i + 1}/{len(archs)} cells, {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    return values, seconds
+
+
+def load_inputs(data_dir: Path, dataset: str, batch: int, seed: int, device: torch.device):
+    info = dataset_info(dataset)
+    data = load_batch(data_dir / DATA_FILES[info.name], info.name, batch, seed)
+    return (torch.from_numpy(data.images).to(device), torch.from_numpy(data.labels).to(device), data.fingerprint)
+
+
+def summarise(rows: list[dict], names: Sequence[str], values: dict, seconds: dict,
+              values2: dict | None = None) -> dict:
+    accuracy = [as_float(r["val_accuracy"]) for r in rows]
+    result = {}
+    for name in names:
+        ours = values[name]
+        column = peer_column(name)
+        peer = [as_float(r.get(column)) for r in rows] if column in rows[0] else None
+        entry: dict = {"peer_column": column if peer is not None else None,
+                       "seconds_per_cell": seconds[name] / max(1, len(rows)),
+                       "nonfinite": int(sum(not math.isfinite(v) for v in ours))}
+        entry["rho_val_accuracy"], entry["n"] = spearman(ours, accuracy)
+        if peer is not None:
+            entry["rho_peer"], entry["n_peer"] = spearman(ours, peer)
+            entry["peer_rho_val_accuracy"], _ = spearman(peer, accuracy)
+            if name in SIZE_PROXIES:
+                rel = [abs(a - b) / abs(b) for a, b in zip(ours, peer) if math.isfinite(a) and b]
+                entry["max_rel_diff"] = max(rel) if rel else None
+        if values2 is not None:
+            entry["rho_seed2"], _ = spearman(ours, values2[name])
+            entry["rho_val_accuracy_seed2"], _ = spearman(values2[name], accuracy)
+        result[name] = entry
+    return result
+
+
+def fmt(value, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}" if abs(value) >= 1e-3 or value == 0 else f"{value:.1e}"
+    return str(value)
+
+
+def print_table(summary: dict, seed2: bool) -> None:
+    header = ["proxy", "peer col", "rho(peer)", "rho(val)", "peer rho(val)", "n", "max rel diff", "s/cell"]
+    if seed2:
+        header += ["rho(seed,seed2)", "rho(val) seed2"]
+    lines = [header]
+    for name, e in summary.items():
+        line = [name, fmt(e["peer_column"]), fmt(e.get("rho_peer")), fmt(e["rho_val_accuracy"]),
+                fmt(e.get("peer_rho_val_accuracy")), str(e["n"]), fmt(e.get("max_rel_diff"), 2),
+                fmt(e["seconds_per_cell"], 2)]
+        if seed2:
+            line += [fmt(e.get("rho_seed2")), fmt(e.get("rho_val_accuracy_seed2"))]
+        lines.append(line)
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    for line in lines:
+        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths)))
+
+
+def parse_proxies(text: str) -> list[str]:
+    names: list[str] = []
+    for part in (p.strip() for p in text.split(",")):
+        for name in (BASELINES if part == "all" else [part] if part else []):
+            if name not in names:
+                names.append(name)
+    unknown = [n for n in names if n not in proxies.names()]
+    if unknown or not names:
+        raise SystemExit(f"unknown proxies {unknown}; valid: all, {', '.join(proxies.names())}")
+    return names
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m pipeline.peer_check", description=__doc__.split("\n\n")[0])
+    p.add_argument("--dataset", default="cifar10", help="cifar10 | cifar100 | imagenet16_120 (or imagenet16-120)")
+    p.add_argument("--cells", type=int, default=200, help="how many peer rows to score")
+    p.add_argument("--pick", choices=("first", "random"), default="first",
+                   help="the first --cells rows of the dataset, or a sample drawn with --pick-seed")
+    p.add_argument("--pick-seed", type=int, default=0)
+    p.add_argument("--batch", type=int, default=64, help="data batch size")
+    p.add_argument("--proxies", default="all", help="comma-separated names; 'all' = the nine baselines")
+    p.add_argument("--seed", type=int, default=0, help="run seed (weights via arch_seed; data unless --data-seed)")
+    p.add_argument("--seed2", type=int, default=None, help="rerun with this seed; print rho between the runs")
+    p.add_argument("--data-seed", type=int, default=None, help="pin the data batch seed for both runs")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when visible)")
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA, help="folder with the shared data files")
+    p.add_argument("--csv", type=Path, default=None, help="peer table (default DATA_DIR/naslib_zc_nb201.csv)")
+    p.add_argument("--json", type=Path, default=None, help="write the results (and raw values) here")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    names = parse_proxies(args.proxies)
+    info = dataset_info(args.dataset)
+    csv_path = args.csv or args.data_dir / "naslib_zc_nb201.csv"
+    rows = pick_rows(read_peer_rows(csv_path, info.name), args.cells, args.pick, args.pick_seed)
+    archs = [r["arch"] for r in rows]
+
+    runs = []
+    for seed in [args.seed] + ([args.seed2] if args.seed2 is not None else []):
+        data_seed = args.data_seed if args.data_seed is not None else seed
+        inputs, targets, fingerprint = load_inputs(args.data_dir, info.name, args.batch, data_seed, device)
+        print(f"{info.name}: {len(archs)} cells, batch {args.batch} (data seed {data_seed}, {fingerprint}), "
+              f"seed {seed}, {device}", file=sys.stderr)
+        values, seconds = score_cells(archs, names, info.num_classes, inputs, targets, seed, device,
+                                      label=f"seed {seed}: ")
+        runs.append({"seed": seed, "data_seed": data_seed, "data_fingerprint": fingerprint,
+                     "values": values, "seconds": seconds})
+
+    summary = summarise(rows, names, runs[0]["values"], runs[0]["seconds"],
+                        runs[1]["values"] if len(runs) > 1 else None)
+    print(f"dataset {info.name}, cells {len(rows)} ({args.pick}), batch {args.batch}, seed {args.seed}"
+          + (f", seed2 {args.seed2}" if args.seed2 is not None else "") + f", device {device}")
+    print_table(summary, len(runs) > 1)
+    if args.json:
+        out = {"dataset": info.name, "cells": len(rows), "pick": args.pick, "pick_seed": args.pick_seed,
+               "batch": args.batch, "device": str(device), "threads": torch.get_num_threads(),
+               "proxies": summary, "archs": archs,
+               "runs": [{k: v for k, v in run.items()} for run in runs]}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(out, indent=1, allow_nan=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
