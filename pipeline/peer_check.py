@@ -13,6 +13,11 @@ Each network is built exactly as the scorer builds it: ``torch.manual_seed(arch_
 a GPU job.
 
     python -m pipeline.peer_check --dataset cifar10 --cells 200 --batch 64 --proxies all --seed 0
+
+Or read the scores of pipeline runs instead of computing them (``--run-dir``; ``--run-dir2`` a second run
+with another seed for the noise floor): the cells are the peer rows the run scored.
+
+    python -m pipeline.peer_check --dataset cifar10 --run-dir runs/table-cifar10 --run-dir2 runs/noise
 """
 
 from __future__ import annotations
@@ -111,6 +116,25 @@ def score_cells(archs: Sequence[str], names: Sequence[str], num_classes: int, in
     return values, seconds
 
 
+def values_from_run(run_dir: Path, rows: list[dict], names: Sequence[str] | None = None) -> tuple[list[dict], dict]:
+    """The peer rows a run folder scored (peer order) and {proxy: [value per row]} from its score files."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(run_dir / "scores")
+    space = spaces.get("nb201")
+    columns = [c for c in table.column_names if c not in ("arch_id", "arch", "nonfinite", "seconds", "error")]
+    names = [n for n in (names or columns) if n in columns]
+    errors = table.column("error").to_pylist()
+    by_arch = {arch: i for i, arch in enumerate(table.column("arch").to_pylist()) if errors[i] is None}
+    kept = [r for r in rows if space.canonical(r["arch"]) in by_arch]
+    index = [by_arch[space.canonical(r["arch"])] for r in kept]
+    values = {}
+    for name in names:
+        column = table.column(name).to_pylist()
+        values[name] = [math.nan if column[i] is None else float(column[i]) for i in index]
+    return kept, values
+
+
 def load_inputs(data_dir: Path, dataset: str, batch: int, seed: int, device: torch.device):
     info = dataset_info(dataset)
     data = load_batch(data_dir / DATA_FILES[info.name], info.name, batch, seed)
@@ -196,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA, help="folder with the shared data files")
     p.add_argument("--csv", type=Path, default=None, help="peer table (default DATA_DIR/naslib_zc_nb201.csv)")
     p.add_argument("--json", type=Path, default=None, help="write the results (and raw values) here")
+    p.add_argument("--run-dir", type=Path, default=None, help="take the scores from this run folder")
+    p.add_argument("--run-dir2", type=Path, default=None, help="with --run-dir: a second run (another seed)")
     return p
 
 
@@ -207,6 +233,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     names = parse_proxies(args.proxies)
     info = dataset_info(args.dataset)
     csv_path = args.csv or args.data_dir / "naslib_zc_nb201.csv"
+    if args.run_dir is not None:
+        rows, values = values_from_run(args.run_dir, read_peer_rows(csv_path, info.name))
+        values2 = None
+        if args.run_dir2 is not None:
+            rows2, second = values_from_run(args.run_dir2, rows)
+            keep = {r["arch"] for r in rows2}
+            pick = [i for i, r in enumerate(rows) if r["arch"] in keep]
+            rows = [rows[i] for i in pick]
+            values = {k: [v[i] for i in pick] for k, v in values.items()}
+            values2 = {k: second.get(k, [math.nan] * len(rows)) for k in values}
+        zero = {name: 0.0 for name in values}
+        summary = summarise(rows, list(values), values, zero, values2)
+        print(f"dataset {info.name}, {len(rows)} peer cells scored in {args.run_dir}"
+              + (f" and {args.run_dir2}" if args.run_dir2 else ""))
+        print_table(summary, values2 is not None)
+        if args.json:
+            args.json.write_text(json.dumps({"dataset": info.name, "run_dir": str(args.run_dir),
+                                             "proxies": summary}, indent=1, allow_nan=True))
+        return 0
     rows = pick_rows(read_peer_rows(csv_path, info.name), args.cells, args.pick, args.pick_seed)
     archs = [r["arch"] for r in rows]
 

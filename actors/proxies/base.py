@@ -6,6 +6,7 @@ import importlib
 from typing import Callable, Protocol, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -22,6 +23,24 @@ class Score(float):
         obj = super().__new__(cls, value)
         obj.nonfinite = int(nonfinite)
         return obj
+
+
+def weight_gradients(net: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *, temperature: float = 1.0,
+                     create_graph: bool = False) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(weight, dL/dweight) for every Conv2d/Linear weight that gets a gradient, L = mean cross-entropy of
+    ``net(inputs) / temperature`` on ``targets``, in training mode (works under an outer ``no_grad``)."""
+    from ..per_sample import weighted_layers
+
+    net.train()
+    weights = [m.weight for _, m in weighted_layers(net)]
+    if not weights:
+        return []
+    with torch.enable_grad():
+        for w in weights:
+            w.requires_grad_(True)
+        loss = F.cross_entropy(net(inputs) / temperature, targets)
+        grads = torch.autograd.grad(loss, weights, create_graph=create_graph, allow_unused=True)
+    return [(w, g) for w, g in zip(weights, grads) if g is not None]
 
 
 class Proxy(Protocol):

@@ -10,26 +10,15 @@ gradient contributes 0. Sign: the raw quantity, higher is better.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..per_sample import weighted_layers
-from .base import register
+from .base import register, weight_gradients
 
 
 @register("grad_norm")
 def make():
     def grad_norm(net: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> float:
-        net.train()
-        weights = [m.weight for _, m in weighted_layers(net)]
-        if not weights:
-            return 0.0
-        with torch.enable_grad():
-            for w in weights:
-                w.requires_grad_(True)
-            loss = F.cross_entropy(net(inputs), targets)
-            grads = torch.autograd.grad(loss, weights, allow_unused=True)
-        norms = [g.detach().double().norm() for g in grads if g is not None]
+        norms = [g.detach().double().norm() for _, g in weight_gradients(net, inputs, targets)]
         return float(torch.stack(norms).sum().item()) if norms else 0.0
 
     return grad_norm

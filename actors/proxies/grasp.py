@@ -21,11 +21,9 @@ the same H g here.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..per_sample import weighted_layers
-from .base import register
+from .base import register, weight_gradients
 
 
 @register("grasp")
@@ -36,16 +34,8 @@ def make(temperature: float = 1.0):
         raise ValueError(f"grasp temperature must be > 0, got {temperature}")
 
     def grasp(net: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> float:
-        net.train()
-        weights = [m.weight for _, m in weighted_layers(net)]
-        if not weights:
-            return 0.0
         with torch.enable_grad():
-            for w in weights:
-                w.requires_grad_(True)
-            loss = F.cross_entropy(net(inputs) / temperature, targets)
-            grads = torch.autograd.grad(loss, weights, create_graph=True, allow_unused=True)
-            used = [(w, g) for w, g in zip(weights, grads) if g is not None]
+            used = weight_gradients(net, inputs, targets, temperature=temperature, create_graph=True)
             if not used:
                 return 0.0
             z = torch.stack([(g.detach() * g).sum() for _, g in used]).sum()

@@ -12,27 +12,16 @@ higher is better.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..per_sample import weighted_layers
-from .base import register
+from .base import register, weight_gradients
 
 
 @register("snip")
 def make():
     def snip(net: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> float:
-        net.train()
-        weights = [m.weight for _, m in weighted_layers(net)]
-        if not weights:
-            return 0.0
-        with torch.enable_grad():
-            for w in weights:
-                w.requires_grad_(True)
-            loss = F.cross_entropy(net(inputs), targets)
-            grads = torch.autograd.grad(loss, weights, allow_unused=True)
-        terms = [(w.detach() * g.detach()).abs().sum(dtype=torch.float64) for w, g in zip(weights, grads)
-                 if g is not None]
+        terms = [(w.detach() * g.detach()).abs().sum(dtype=torch.float64)
+                 for w, g in weight_gradients(net, inputs, targets)]
         return float(torch.stack(terms).sum().item()) if terms else 0.0
 
     return snip
