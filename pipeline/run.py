@@ -62,7 +62,10 @@ def prepare(cfg: dict) -> tuple[dict, Path]:
     for name in cfg["proxy_options"]:
         if name not in cfg["proxies"]:
             raise config_mod.ConfigError(f"proxy_options names {name!r}, which is not in proxies {cfg['proxies']}")
-        proxy_registry.get(name, **cfg["proxy_options"][name])  # bad options fail here, not in an actor
+        try:
+            proxy_registry.get(name, **cfg["proxy_options"][name])  # bad options fail here, not in an actor
+        except TypeError as exc:
+            raise config_mod.ConfigError(f"proxy_options.{name}: {exc}") from None
     space = spaces.get(cfg["space"])
     dataset_info(cfg["dataset"])
     if cfg["sample"]["archs"] is not None:

@@ -195,6 +195,8 @@ def test_bad_input_gets_one_message_and_leaves_nothing(tmp_path, data_dir):
         (["dataset=imagenet16-120"], "are 32x32 but imagenet16-120 needs 16x16"),
         (["ground_truth.column=cifar11_test"], "no column 'cifar11_test'"),
         (["plugins=[no_such_module]"], "cannot import proxy plugin 'no_such_module'"),
+        (["proxy_options={gradsign: {engin: loop}}"], "proxy_options.gradsign: "),
+        (["proxy_options={gradsign: {engine: magic}}"], "unknown GradSign engine 'magic'"),
     ]
     for sets, words in cases:
         code, err = _bad_run(tmp_path, *sets)
