@@ -1,4 +1,4 @@
-"""``gradsign score CONFIG [--set key=value ...]`` and ``gradsign report RUN_DIR``.
+"""``gradsign score CONFIG [--set key=value ...]``, ``gradsign report RUN_DIR``, ``gradsign compare RUN_DIR...``.
 
 Exit status: 0 all requested archs scored; 3 the run finished but some archs failed (see summary.json);
 2 bad input (config, data, arch list, ground truth, run folder) - one message, nothing written that
@@ -24,6 +24,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="override a config key, e.g. --set sample.size=300 (repeatable)")
     report = sub.add_parser("report", help="recompute summary, top-k, report and plots from stored scores")
     report.add_argument("run_dir")
+    compare = sub.add_parser("compare", help="proxy x dataset correlation table across run folders")
+    compare.add_argument("run_dirs", nargs="+")
+    compare.add_argument("--output", help="also write the Markdown table here")
     return parser
 
 
@@ -44,6 +47,18 @@ def main(argv: list[str] | None = None) -> int:
     from . import config as config_mod
     from .run import recompute, run
 
+    if args.command == "compare":
+        from .compare import load, table
+
+        try:
+            text = table(load([Path(d) for d in args.run_dirs]))
+        except (ValueError, FileNotFoundError) as exc:
+            print(f"gradsign: error: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        print(text, end="")
+        if args.output:
+            Path(args.output).write_text(text)
+        return EXIT_OK
     try:
         if args.command == "score":
             cfg = config_mod.resolve(args.config, args.overrides)

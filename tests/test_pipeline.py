@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import small_config
+from pipeline.compare import load, table
 from pipeline.run import RunFolderError, recompute, run
 
 pytestmark = pytest.mark.ray
@@ -58,6 +59,9 @@ def test_end_to_end_writes_every_file(tmp_path, data_dir, ray_cluster):
     # report recomputes from stored scores alone
     (d / "summary.json").unlink()
     assert recompute(d)["proxies"]["gradsign"]["spearman"] == pytest.approx(g["spearman"])
+    # and the cross-run comparison table reads it
+    text = table(load([d, d]))
+    assert text.count(f"{g['spearman']:.3f}") == 2 and text.splitlines()[2].startswith("| gradsign |")
 
 
 def test_one_or_two_actors_give_identical_scores(tmp_path, data_dir, ray_cluster):
