@@ -306,3 +306,17 @@ def test_same_seed_nets_give_same_values(pair, cifar10_batch):
     first = [proxies.get(name)(fresh(CELLS[0], seed=11), x, y) for name in pair]
     second = [proxies.get(name)(fresh(CELLS[0], seed=11), x, y) for name in reversed(pair)][::-1]
     assert first == second
+
+
+def test_jacob_cov_samples_option_uses_the_first_images(cifar10_batch):
+    x, y = cifar10_batch
+    arch = spaces.get("nb201").arch(11393)
+
+    def net():
+        torch.manual_seed(3)
+        return spaces.get("nb201").build(arch, 10)
+
+    assert proxies.get("jacob_cov", samples=8)(net(), x, y) == proxies.get("jacob_cov")(net(), x[:8], y[:8])
+    assert proxies.get("jacob_cov", samples=8)(net(), x, y) != proxies.get("jacob_cov")(net(), x, y)
+    with pytest.raises(ValueError, match="samples >= 2"):
+        proxies.get("jacob_cov", samples=1)

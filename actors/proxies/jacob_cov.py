@@ -40,9 +40,16 @@ def jacob_cov_score(jacobian: torch.Tensor, k: float = K) -> float:
 
 
 @register("jacob_cov")
-def make():
+def make(samples: int | None = None):
+    """Option ``samples``: use only the first ``samples`` images of the batch (None = all). The score's
+    scale and its ranking depend on N; NASLib's peer table used smaller batches than GradSign's 64."""
+    if samples is not None and int(samples) < 2:
+        raise ValueError(f"jacob_cov needs samples >= 2, got {samples}")
+
     def jacob_cov(net: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> float:
         net.train()
+        if samples is not None:
+            inputs = inputs[: int(samples)]
         with torch.enable_grad():
             x = inputs.detach().clone().requires_grad_(True)
             (jacobian,) = torch.autograd.grad(net(x).sum(), x)
