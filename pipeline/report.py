@@ -90,6 +90,9 @@ def write_outputs(run_dir: Path, cfg: dict, reducer: Reducer, facts: dict) -> di
             "path": cfg["ground_truth"]["path"], "column": cfg["ground_truth"]["column"],
             "matched": int(np.isfinite(cols.truth).sum()), "missing": int((~np.isfinite(cols.truth)).sum()),
         },
+        # what a recompute without the earlier summary still knows of the batch: its config
+        "data": {"source": cfg["data"]["path"], "batch_size": cfg["data"]["batch_size"],
+                 "seed": cfg["data"]["seed"]},
         **{k: v for k, v in facts.items() if k != "requested"},
         "first_errors": reducer.first_errors,
     }

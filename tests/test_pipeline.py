@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import small_config
-from pipeline.compare import load, table
+from pipeline import compare
 from pipeline.run import RunFolderError, recompute, run
 
 pytestmark = pytest.mark.ray
@@ -60,7 +60,7 @@ def test_end_to_end_writes_every_file(tmp_path, data_dir, ray_cluster):
     (d / "summary.json").unlink()
     assert recompute(d)["proxies"]["gradsign"]["spearman"] == pytest.approx(g["spearman"])
     # and the cross-run comparison table reads it
-    text = table(load([d, d]))
+    text = compare.table(compare.load([d, d]))
     assert text.count(f"{g['spearman']:.3f}") == 2 and text.splitlines()[2].startswith("| gradsign |")
 
 
