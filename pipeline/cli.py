@@ -8,7 +8,6 @@ looks complete; 1 anything unexpected.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
