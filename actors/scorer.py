@@ -5,6 +5,9 @@ A plain class (the Ray batch-inference pattern: a callable holds state, batches 
 - a cell's weights come from ``arch_seed(run_seed, arch)`` alone, drawn on the CPU, so a score depends on
   (space, arch, batch, seed, proxy options) and never on which actor, device or order ran it;
 - every proxy gets its own copy of the freshly initialised network (no proxy sees another's changes);
+- float32 math is exact fp32 unless ``precision="tf32"``: the scorer turns TF32 off for cuDNN convolutions
+  and CUDA matmuls (PyTorch enables it for cuDNN by default), so GPU scores are the numbers the
+  engine-vs-loop agreement was measured with, whatever the device;
 - an arch whose scoring raises gets NaN scores and its error text; its neighbours are still scored.
 """
 
@@ -38,6 +41,19 @@ def score_schema(proxy_names: Sequence[str]) -> pa.Schema:
     return pa.schema(fields)
 
 
+PRECISIONS = ("fp32", "tf32")
+
+
+def set_precision(precision: str) -> None:
+    """Process-wide float32 precision: ``fp32`` (exact: TF32 off for cuDNN and matmuls) or ``tf32``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+    tf32 = precision == "tf32"
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.set_float32_matmul_precision("high" if tf32 else "highest")
+
+
 class Scorer:
     """Scores arch rows with the given proxies on one batch.
 
@@ -57,8 +73,11 @@ class Scorer:
         num_threads: int | None = None,
         proxy_options: Mapping[str, Mapping[str, Any]] | None = None,
         plugins: Sequence[str] = (),
+        precision: str = "fp32",
     ):
         proxies.load_plugins(plugins)
+        set_precision(precision)
+        self.precision = precision
         if num_threads:
             torch.set_num_threads(int(num_threads))
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -74,7 +93,7 @@ class Scorer:
 
     def device_name(self) -> str:
         if self.device.type == "cuda":
-            return f"cuda:{torch.cuda.get_device_name(self.device)}"
+            return f"cuda:{torch.cuda.get_device_name(self.device)} ({self.precision})"
         return f"cpu:{torch.get_num_threads()} threads"
 
     def score_one(self, arch: str) -> tuple[dict[str, float], dict[str, int]]:

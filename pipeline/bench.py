@@ -1,4 +1,7 @@
-"""Benchmarks kept with the project: ``python -m pipeline.bench gradsign [options]``.
+"""Benchmarks kept with the project: ``python -m pipeline.bench gradsign|throughput [options]``.
+
+``throughput`` (``pipeline/throughput.py``): archs/s of real ``gradsign score`` runs through Ray, per
+actor count (GPU utilisation and memory per actor on a GPU). ``gradsign``, below:
 
 For the same K random NB201 cells and the same real batch, in one run, it times per cell:
   floor  one ordinary batched forward+backward at batch N (BatchNorm in batch mode, mean loss)
@@ -25,8 +28,9 @@ import torch.nn.functional as F
 
 import spaces
 from actors.per_sample import sign_sums
-from actors.scorer import arch_seed
+from actors.scorer import arch_seed, set_precision
 
+from . import throughput
 from .data import dataset_info, load_batch
 
 
@@ -65,9 +69,7 @@ def bench_gradsign(args: argparse.Namespace) -> dict:
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = args.tf32
-        torch.backends.cudnn.allow_tf32 = args.tf32
+    set_precision("tf32" if args.tf32 else "fp32")  # the scorer's setting: fp32 unless asked
     info = dataset_info(args.dataset)
     batch = load_batch(args.data, info.name, args.batch, seed=0)
     x = torch.from_numpy(batch.images).to(device)
@@ -89,6 +91,11 @@ def bench_gradsign(args: argparse.Namespace) -> dict:
         row = {"arch_id": arch_id, "arch": arch}
         # warm-up per cell (first-touch allocations, cudnn autotune) outside the timings
         _floor(fresh(arch), x, y)
+        _sync(device)
+        built = time.perf_counter()
+        fresh(arch)
+        _sync(device)
+        row["build"] = time.perf_counter() - built  # net construction on the CPU + copy to the device
         row["floor"] = _timed(lambda: fresh(arch), lambda net: _floor(net, x, y), device, args.repeats)
         for engine in engines:
             result = {}
@@ -110,7 +117,7 @@ def bench_gradsign(args: argparse.Namespace) -> dict:
 
 
 def summarise(rows: list[dict], engines: list[str], args) -> dict:
-    med = {k: statistics.median(r[k] for r in rows) for k in ["floor", *engines]}
+    med = {k: statistics.median(r[k] for r in rows) for k in ["build", "floor", *engines]}
     out = {"device": args.device, "threads": torch.get_num_threads(), "batch": args.batch, "cells": len(rows),
            "median_seconds": med, "channels_last": args.channels_last, "tf32": args.tf32, "bf16": args.bf16,
            "conv_method": args.conv_method,
@@ -139,6 +146,7 @@ def print_table(summary: dict, engines: list[str]) -> None:
     print(f"device {summary['device']}, {summary['threads']} threads, batch {summary['batch']}, "
           f"{summary['cells']} cells (median seconds per cell)")
     print(f"{'engine':<8}{'median s':>10}{'x floor':>9}{'peak MB':>10}")
+    print(f"{'build':<8}{med['build']:>10.4f}{med['build'] / med['floor']:>9.2f}{'':>10}")
     print(f"{'floor':<8}{med['floor']:>10.4f}{1.0:>9.2f}{'':>10}")
     for e in engines:
         print(f"{e:<8}{med[e]:>10.4f}{med[e] / med['floor']:>9.2f}{summary['peak_mb'][e]:>10.0f}")
@@ -170,10 +178,13 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--tf32", action="store_true", help="allow TF32 matmuls/convolutions (CUDA)")
     g.add_argument("--bf16", action="store_true", help="run the engines under bf16 autocast")
     g.add_argument("--json", help="also write the summary here")
+    throughput.add_parser(sub)
     args = parser.parse_args(argv)
-    summary = bench_gradsign(args)
-    engines = [e for e in args.engines.split(",") if e]
-    print_table(summary, engines)
+    if args.what == "throughput":
+        summary = throughput.bench_throughput(args)
+    else:
+        summary = bench_gradsign(args)
+        print_table(summary, [e for e in args.engines.split(",") if e])
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2))
     return 0

@@ -41,13 +41,16 @@ DEFAULTS: dict[str, Any] = {
     "topk": 50,
     "topk_by": None,
     "seed": 0,
+    "precision": "fp32",
     "output": None,
     "progress": True,
 }
 
 # Keys whose values change the scores (or which archs are scored). A run folder may only be resumed by
 # a config that agrees on all of them.
-SCORE_KEYS = ("space", "dataset", "data", "sample", "proxies", "proxy_options", "plugins", "seed", "shard_size")
+SCORE_KEYS = ("space", "dataset", "data", "sample", "proxies", "proxy_options", "plugins", "seed", "shard_size",
+              "precision")
+PRECISIONS = ("fp32", "tf32")
 
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -155,6 +158,8 @@ def validate(cfg: dict) -> dict:
     gt = cfg["ground_truth"]
     if (gt["path"] is None) != (gt["column"] is None):
         raise ConfigError("'ground_truth.path' and 'ground_truth.column' go together: set both or neither")
+    if cfg["precision"] not in PRECISIONS:
+        raise ConfigError(f"config key 'precision' must be one of {', '.join(PRECISIONS)}, got {cfg['precision']!r}")
     if cfg["output"] is None:
         cfg["output"] = str(Path("runs") / str(cfg["name"]))
     return cfg

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# The whole GPU check of issue 10 in one run (tried end to end on the CPU first: GPU_CHECK_CPU=1).
+#
+#   bash scripts/gpu_check.sh [STAGES]        STAGES: any of finish,sweep,profile,c100 (default: finish,sweep,profile)
+#
+# - finish:  the whole NB201 CIFAR-10 space: resumes the run folder in runs/nb201-cifar10 (copied in from
+#            ../shared/runs when there) and scores what is missing with 8 GPU actors (0.125 GPU, 2 CPUs each);
+# - sweep:   `python -m pipeline.bench throughput`: the same 2,000-cell sample through `gradsign score`
+#            with 1, 2, 4, 8 actors on one GPU (num_gpus_per_actor 1, 0.5, 0.25, 0.125);
+# - profile: `python -m pipeline.bench gradsign --device cuda`: per cell, net build vs one batched
+#            forward+backward vs the production engine (where the time goes);
+# - c100:    the whole NB201 CIFAR-100 space, as for finish.
+#
+# Inputs it expects beside the checkout (carried to the GPU machine, git-ignored): .whl/ (Ray and the
+# packages the GPU image lacks, as wheels), .gpu/data/ (the batch files and ground-truth tables),
+# .gpu/runs/ (run folders to resume). Everything it measures goes to $OUT (default /tmp/gpu_out).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/gpu_out}
+mkdir -p "$OUT"
+RES=${RES:-/tmp/gpu_check}   # everything measured; bundled into $OUT/bundle.tar.gz at the end
+rm -rf "$RES" && mkdir -p "$RES"
+exec > >(tee "$OUT/log.txt") 2>&1
+STAGES=${1:-finish,sweep,profile}
+START=$(date +%s)
+log() { echo "[$(( $(date +%s) - START ))s] $*"; }
+# seconds left before the bundle must be written (GPU_CHECK_SECONDS is the whole budget of this script)
+left() { echo $(( ${GPU_CHECK_SECONDS:-540} - 40 - ($(date +%s) - START) )); }
+
+if [ -d .whl ] && ! python3 -c "import ray" 2>/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0 PYTHONUNBUFFERED=1
+# The configs read ${GRADSIGN_DATA:-../shared/data}; a run folder stores the path it was made with.
+if [ ! -d ../shared/data ] && [ -d .gpu/data ]; then mkdir -p ../shared && ln -sfn "$PWD/.gpu/data" ../shared/data; fi
+python3 -c "import ray, torch, sys; print('python', sys.version.split()[0], 'ray', ray.__version__, 'torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+nvidia-smi -L 2>/dev/null || true
+
+if [ -n "${GPU_CHECK_CPU:-}" ]; then   # the CPU rehearsal: same commands, tiny sizes, no GPU
+  ACT="--set ray.num_actors=2 --set ray.num_gpus_per_actor=0 --set ray.num_cpus_per_actor=1"
+  SMALL="--set sample.size=40 --set data.batch_size=8"
+  PREFIX=runs/rehearsal-
+  SWEEP="--actors 1,2 --cpus-per-actor 1 --sample 16 --batch 8"
+  PROFILE="--device cpu --cells 2 --batch 8 --threads 1"
+else
+  ACT="--set ray.num_actors=8 --set ray.num_gpus_per_actor=0.125 --set ray.num_cpus_per_actor=2"
+  SMALL=""
+  PREFIX=runs/nb201-
+  SWEEP="--gpu --actors 1,2,4,8 --cpus-per-actor 2 --sample 2000 --batch 64"
+  PROFILE="--device cuda --cells 24 --batch 64 --threads 2 --engines hooks"
+fi
+
+whole_space() {  # $1 dataset name in the configs
+  local ds=$1 run=$PREFIX$1
+  if [ ! -d "$run" ] && [ -d ".gpu/runs/nb201-$ds" ] && [ -z "${GPU_CHECK_CPU:-}" ]; then
+    mkdir -p runs && cp -r ".gpu/runs/nb201-$ds" "$run"
+  fi
+  log "whole space $ds: $(ls "$run/scores" 2>/dev/null | wc -l) score shards already committed"
+  # shellcheck disable=SC2086
+  timeout --signal=INT --kill-after=30 "$(left)" python3 -m pipeline score "configs/nb201-$ds.yaml" \
+      $ACT $SMALL --set output="$run" --set progress=false 2>&1 | tail -n 40
+  log "whole space $ds: exit ${PIPESTATUS[0]}"
+  cp "$run/summary.json" "$RES/summary-$ds.json" 2>/dev/null
+  python3 -m pipeline.results_table "$run" "$RES/gradsign-$ds.parquet" || true
+}
+
+for stage in ${STAGES//,/ }; do
+  log "stage $stage ($(left) s left)"
+  case $stage in
+    finish) whole_space cifar10 ;;
+    c100) [ "$(left)" -gt 60 ] && whole_space cifar100 ;;
+    sweep)
+      # shellcheck disable=SC2086
+      python3 -m pipeline.bench throughput $SWEEP --max-seconds 110 --out runs/throughput \
+          --json "$RES/throughput.json" 2>&1 | grep -v '^{' ;
+      python3 - "$RES/sweep-scores.parquet" <<'EOF'
+import sys, pyarrow as pa, pyarrow.parquet as pq, glob
+parts = [pq.read_table(p, columns=["arch_id", "arch", "gradsign", "nonfinite", "seconds"]) for p in sorted(glob.glob("runs/throughput/actors-*/scores/*.parquet"))]
+if parts:
+    pq.write_table(pa.concat_tables(parts), sys.argv[1])
+EOF
+      ;;
+    profile)
+      # shellcheck disable=SC2086
+      timeout 120 python3 -m pipeline.bench gradsign $PROFILE --json "$RES/profile.json" 2>&1 | grep -v '^{' ;;
+  esac
+done
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>/dev/null | tee "$RES/gpu.txt"
+python3 -m pip list 2>/dev/null | grep -iE "^(torch|ray|pyarrow|numpy|scipy) " > "$RES/software.txt"
+for run in runs/nb201-* runs/rehearsal-*; do   # the run folders themselves (scores, summary, config)
+  [ -d "$run" ] && tar -C runs -czf "$RES/$(basename "$run").tar.gz" --exclude=shards --exclude=plots "$(basename "$run")"
+done
+tar -C "$RES" -czf "$OUT/bundle.tar.gz" .
+log "done"
