@@ -72,18 +72,18 @@ class Column:
     evalset: str = ""  # for accuracy / eval_seconds: "x-valid", "x-test" or "ori-test"
 
     def api_call(self) -> str:
-        """The ``NASBench201API`` query that returns this value (for the README and error messages)."""
+        """The ``NASBench201API`` query (``api``, cell ``i``) that returns this value (README, table metadata)."""
         hp = f"hp='{self.hp}'"
         if self.field == "accuracy":
             key = "test-accuracy" if self.evalset in ("x-test", "ori-test") else "valid-accuracy"
-            return f"get_more_info(i, '{self.split}', {hp}, is_random=False)['{key}']"
+            return f"api.get_more_info(i, '{self.split}', {hp}, is_random=False)['{key}']"
         if self.field == "train_seconds":
-            return f"get_more_info(i, '{self.split}', {hp}, is_random=False)['train-all-time']"
+            return f"api.get_more_info(i, '{self.split}', {hp}, is_random=False)['train-all-time']"
         if self.field == "eval_seconds":
-            return f"get_more_info(i, '{self.split}', {hp}, is_random=False)['valid-per-time']"
+            return f"api.get_more_info(i, '{self.split}', {hp}, is_random=False)['valid-per-time']"
         if self.field in ("params", "flops"):
-            return f"get_cost_info(i, '{self.split}', {hp})['{self.field}']"
-        return f"len(query_meta_info_by_index(i, {hp}).get_dataset_seeds('{self.split}'))"
+            return f"api.get_cost_info(i, '{self.split}', {hp})['{self.field}']"
+        return f"len(api.query_meta_info_by_index(i, {hp}).get_dataset_seeds('{self.split}'))"
 
 
 _DATASETS = (("cifar10", "cifar10-valid", "cifar10"), ("cifar100", "cifar100", "cifar100"),
@@ -367,7 +367,7 @@ def write_table(conv: Conversion, source: Path, out: str | Path) -> Path:
         "source": source.name, "source_bytes": source.stat().st_size, "fingerprint": fingerprint(source),
         "benchmark": "NAS-Bench-201", "layout": conv.layout, "official_name": OFFICIAL_FILES.get(source.name),
         "cells": conv.cells, "space_size": conv.space_size, "converter_version": CONVERTER_VERSION,
-        "columns": {c.name: f"{COLUMN_DOCS[c.field]}; api.{c.api_call()}" for c in COLUMNS},
+        "columns": {c.name: f"{COLUMN_DOCS[c.field]}; {c.api_call()}" for c in COLUMNS},
     }
     table = conv.table.replace_schema_metadata({METADATA_KEY: json.dumps(meta).encode()})
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
@@ -485,7 +485,7 @@ def columns_markdown() -> str:
              "| `arch` | | arch string | `api[i]` |"]
     for c in COLUMNS:
         where = f"`{c.split}`" + (f" `{c.evalset}`" if c.evalset else "") + f", {c.hp} ep"
-        lines.append(f"| `{c.name}` | {where} | {COLUMN_DOCS[c.field]} | `api.{c.api_call()}` |")
+        lines.append(f"| `{c.name}` | {where} | {COLUMN_DOCS[c.field]} | `{c.api_call()}` |")
     return "\n".join(lines)
 
 
