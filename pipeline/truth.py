@@ -217,13 +217,14 @@ def _check_layout(obj: Any, path: Path) -> None:
     if not isinstance(meta, (list, tuple)) or not isinstance(infos, dict):
         raise TruthFileError(f"{path}: 'meta_archs' must be a list and 'arch2infos' a dict; got "
                              f"{type(meta).__name__} and {type(infos).__name__}")
-    for index, entry in infos.items():
+    for index in infos:
         if not isinstance(index, int) or not 0 <= index < len(meta):
             raise TruthFileError(f"{path}: arch2infos key {index!r} is not an index into meta_archs "
                                  f"(0..{len(meta) - 1})")
+    for index, entry in infos.items():
         if not isinstance(entry, dict) or not {"less", "full"} <= set(entry):
             found = sorted(map(str, entry)) if isinstance(entry, dict) else type(entry).__name__
-            hint = (" (the NATS-Bench layout, keyed by epochs)" if isinstance(entry, dict)
+            hint = (" (keyed by epochs, as NATS-Bench files are)" if isinstance(entry, dict)
                     and {"12", "200"} <= set(map(str, entry)) else "")
             raise TruthFileError(
                 f"{path}: wrong version: arch2infos[{index}] has {found}{hint}; a NAS-Bench-201 v1_0/v1_1 "

@@ -220,7 +220,7 @@ def test_wrong_version_nats_layout(tmp_path):
     obj = benchmark_dict(cells(), value, size=5)
     obj["arch2infos"] = {i: {"12": e["less"], "200": e["full"]} for i, e in obj["arch2infos"].items()}
     save(obj, tmp_path / "nats.pth")
-    with pytest.raises(TruthFileError, match=r"wrong version: arch2infos\[0\] has \['12', '200'\] \(the NATS-Bench"):
+    with pytest.raises(TruthFileError, match=r"wrong version: arch2infos\[0\] has \['12', '200'\] \(keyed by epochs, as NATS-Bench"):
         truth.convert(tmp_path / "nats.pth")
 
 
