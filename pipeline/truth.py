@@ -289,6 +289,13 @@ class Conversion:
     peak_rss_mib: float  # the process's peak resident memory so far (includes the ~260 MiB of imports)
 
 
+def _canonical_or_none(arch: Any) -> str | None:
+    try:
+        return str(Cell.parse(arch))
+    except ArchError:
+        return None
+
+
 def convert(path: str | Path, trust_pickle: bool = False) -> Conversion:
     """Read a NAS-Bench-201 v1_0/v1_1 ``.pth`` (whole file, once) into the compact table (``COLUMNS``)."""
     from nas_201_api import ArchResults
@@ -320,7 +327,7 @@ def convert(path: str | Path, trust_pickle: bool = False) -> Conversion:
                 by_hp = {"12": ArchResults.create_from_state_dict(entry["less"]),
                          "200": ArchResults.create_from_state_dict(entry["full"])}
                 for hp, results in by_hp.items():
-                    if results.arch_str != meta[index]:
+                    if results.arch_str != meta[index] and _canonical_or_none(results.arch_str) != archs[index]:
                         raise TruthFileError(f"{path}: arch2infos[{index}] is for {results.arch_str!r} but "
                                              f"meta_archs[{index}] is {meta[index]!r}")
                     epochs = {results.get_total_epoch(s) for s in results.get_dataset_names()}
