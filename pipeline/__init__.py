@@ -2,3 +2,7 @@
 
 The only package that talks to Ray and to disk.
 """
+
+from . import truth as _truth
+
+_truth.register()  # ground_truth.path may name an official NAS-Bench-201 .pth (converted once, cached)

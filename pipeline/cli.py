@@ -1,4 +1,5 @@
-"""``gradsign score CONFIG [--set key=value ...]``, ``gradsign report RUN_DIR``, ``gradsign compare RUN_DIR...``.
+"""``gradsign score CONFIG [--set key=value ...]``, ``gradsign report RUN_DIR``, ``gradsign compare RUN_DIR...``,
+``gradsign truth nb201 FILE.pth [-o TABLE.parquet]``.
 
 Exit status: 0 all requested archs scored; 3 the run finished but some archs failed (see summary.json);
 2 bad input (config, data, arch list, ground truth, run folder) - one message, nothing written that
@@ -26,6 +27,14 @@ def _parser() -> argparse.ArgumentParser:
     compare = sub.add_parser("compare", help="proxy x dataset correlation table across run folders")
     compare.add_argument("run_dirs", nargs="+")
     compare.add_argument("--output", help="also write the Markdown table here")
+    truth = sub.add_parser("truth", help="convert an official benchmark file into the ground-truth/benchmark table")
+    truth_sub = truth.add_subparsers(dest="benchmark", required=True)
+    nb201 = truth_sub.add_parser("nb201", help="NAS-Bench-201 v1_0/v1_1 .pth (read once with nas_201_api's classes)")
+    nb201.add_argument("file", help="e.g. NAS-Bench-201-v1_1-096897.pth")
+    nb201.add_argument("-o", "--output", help="table to write (Parquet); default: the cache that "
+                       "ground_truth.path: FILE.pth uses (next to the file, else ~/.cache/gradsign)")
+    nb201.add_argument("--trust-pickle", action="store_true",
+                       help="unpickle without the allow-list of classes (only for a file you trust)")
     return parser
 
 
@@ -43,6 +52,14 @@ def _print_summary(summary: dict, run_dir: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "truth":
+        from .truth import main_nb201
+
+        try:
+            return main_nb201(args.file, args.output, args.trust_pickle)
+        except ValueError as exc:
+            print(f"gradsign: error: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
     from . import config as config_mod
     from .run import recompute, run
 

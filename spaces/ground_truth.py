@@ -3,12 +3,16 @@
 A table is a CSV or Parquet file with an ``arch`` column and one column per metric; an ``index`` column
 (the official benchmark index), when present, is carried along. Rows join on the canonical arch string,
 never on a position, so any row order and any official numbering work.
+
+Other formats plug in by file suffix (``register_reader``): ``pipeline.truth`` registers ``.pth``, so an
+official NAS-Bench-201 file given as the path is converted once into such a table and cached.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -29,10 +33,25 @@ class GroundTruth:
     official_index: dict[str, int]
 
 
+_READERS: dict[str, Callable[[Path], pa.Table]] = {}
+
+
+def register_reader(suffix: str, reader: Callable[[Path], pa.Table]) -> None:
+    """Read files ending in ``suffix`` (e.g. ``".pth"``) with ``reader(path) -> pa.Table``."""
+    _READERS[suffix.lower()] = reader
+
+
 def read_table(path: str | Path) -> pa.Table:
+    """A CSV or Parquet table, or a file of a registered suffix; GroundTruthError if it cannot be read."""
     path = Path(path)
     if not path.is_file():
         raise GroundTruthError(f"ground-truth table not found: {path}")
+    reader = _READERS.get(path.suffix.lower())
+    if reader is not None:
+        return reader(path)
+    if path.suffix.lower() == ".pth":
+        raise GroundTruthError(f"{path}: a .pth benchmark file is converted by pipeline.truth (import pipeline, "
+                               "or run `gradsign truth nb201 FILE.pth -o TABLE.parquet` and give the table)")
     try:
         if path.suffix == ".parquet":
             return pq.read_table(path)
