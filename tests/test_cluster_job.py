@@ -156,8 +156,11 @@ def head():
         for pid, start in started.items():
             if _alive(pid, start):
                 os.kill(pid, signal.SIGKILL)
-        if CURRENT_CLUSTER.is_file() and CURRENT_CLUSTER.read_text().strip() == h.gcs and previous is None:
-            CURRENT_CLUSTER.unlink()
+        if CURRENT_CLUSTER.is_file() and CURRENT_CLUSTER.read_text().strip() == h.gcs:  # ours: put back what was
+            if previous is None:
+                CURRENT_CLUSTER.unlink()
+            else:
+                CURRENT_CLUSTER.write_text(previous)
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
