@@ -32,7 +32,6 @@ import os
 import socket
 import sys
 import threading
-import time
 import warnings
 import weakref
 from datetime import datetime, timezone
