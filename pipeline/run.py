@@ -26,6 +26,7 @@ from spaces import ground_truth as gt_loader
 
 from . import config as config_mod
 from .data import dataset_info, load_batch
+from .lock import hold_run_folder
 from .progress import Progress
 from .reducer import Reducer
 from .report import write_outputs
@@ -144,6 +145,7 @@ def run(cfg: dict) -> RunResult:
     if cfg["ground_truth"]["path"] is not None:
         truth = gt_loader.load(cfg["ground_truth"]["path"], cfg["ground_truth"]["column"], space)
 
+    lock = hold_run_folder(run_dir)  # one driver per run folder: a second one is refused here (pipeline/lock.py)
     (run_dir / "shards").mkdir(parents=True, exist_ok=True)
     (run_dir / "scores").mkdir(exist_ok=True)
     remove_temporaries(run_dir)  # half-written files of a run that was killed
@@ -196,6 +198,7 @@ def run(cfg: dict) -> RunResult:
                  "fingerprint": batch.fingerprint},
     }
     summary = write_outputs(run_dir, cfg, reducer, facts)
+    lock.release()
     return RunResult(run_dir, summary)
 
 
