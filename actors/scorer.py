@@ -8,12 +8,17 @@ A plain class (the Ray batch-inference pattern: a callable holds state, batches 
 - float32 math is exact fp32 unless ``precision="tf32"``: the scorer turns TF32 off for cuDNN convolutions
   and CUDA matmuls (PyTorch enables it for cuDNN by default), so GPU scores are the numbers the
   engine-vs-loop agreement was measured with, whatever the device;
-- an arch whose scoring raises gets NaN scores and its error text; its neighbours are still scored.
+- a proxy that raises costs only that proxy's value on that row (NaN) and puts ``proxy: error`` in the
+  row's ``error``; the other proxies of the row keep their values; its neighbours are still scored;
+- an out-of-memory error is retried on this actor before it is recorded: the cache is emptied and, for a
+  proxy with a ``memory_budget_mb`` option (GradSign's chunking), the budget is halved each time, so a
+  GPU shared with other actors gets smaller chunks rather than a failed row.
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import math
 import time
 import traceback
@@ -84,7 +89,8 @@ class Scorer:
         self.space = spaces.get(space)
         self.proxy_names = list(proxy_names)
         options = proxy_options or {}
-        self.proxies = {name: proxies.get(name, **dict(options.get(name, {}))) for name in self.proxy_names}
+        self.options = {name: dict(options.get(name, {})) for name in self.proxy_names}
+        self.proxies = {name: proxies.get(name, **self.options[name]) for name in self.proxy_names}
         self.inputs = torch.tensor(np.asarray(images), dtype=torch.float32).to(self.device)
         self.targets = torch.tensor(np.asarray(labels), dtype=torch.int64).to(self.device)
         self.num_classes = int(num_classes)
@@ -96,21 +102,53 @@ class Scorer:
             return f"cuda:{torch.cuda.get_device_name(self.device)} ({self.precision})"
         return f"cpu:{torch.get_num_threads()} threads"
 
-    def score_one(self, arch: str) -> tuple[dict[str, float], dict[str, int]]:
-        """Scores of one canonical arch, and the non-finite gradient counts of proxies that had any."""
+    def score_one(self, arch: str) -> tuple[dict[str, float], dict[str, int], dict[str, str]]:
+        """Scores of one canonical arch, the non-finite gradient counts of proxies that had any, and the
+        error text of proxies that failed (their value is NaN)."""
         seed = arch_seed(self.seed, arch)
         values: dict[str, float] = {}
         nonfinite: dict[str, int] = {}
-        for name, proxy in self.proxies.items():
-            # Each proxy gets its own network at the same initial weights: rebuilding from the seed on the
-            # CPU is cheaper than a deepcopy and gives identical weights on every device.
-            torch.manual_seed(seed)
-            net = self.space.build(arch, self.num_classes).to(self.device)
-            value = proxy(net, self.inputs, self.targets)
+        errors: dict[str, str] = {}
+        for name in self.proxy_names:
+            try:
+                value = self._score_proxy(name, arch, seed)
+            except Exception as exc:  # this proxy's value is lost, not the row
+                values[name] = math.nan
+                errors[name] = _error_text(exc)
+                self._free()
+                continue
             values[name] = float(value)
             if getattr(value, "nonfinite", 0):
                 nonfinite[name] = int(value.nonfinite)
-        return values, nonfinite
+        return values, nonfinite, errors
+
+    def _fresh_net(self, arch: str, seed: int) -> torch.nn.Module:
+        # Each proxy gets its own network at the same initial weights: rebuilding from the seed on the CPU
+        # is cheaper than a deepcopy and gives identical weights on every device.
+        torch.manual_seed(seed)
+        return self.space.build(arch, self.num_classes).to(self.device)
+
+    def _score_proxy(self, name: str, arch: str, seed: int, oom_retries: int = 3) -> float:
+        proxy = self.proxies[name]
+        budget = self.options[name].get("memory_budget_mb")
+        for attempt in range(oom_retries + 1):
+            try:
+                return proxy(self._fresh_net(arch, seed), self.inputs, self.targets)
+            except torch.OutOfMemoryError:
+                if attempt == oom_retries:
+                    raise
+                self._free()
+                factory = proxies.factory(name)
+                if "memory_budget_mb" in inspect.signature(factory).parameters:
+                    if budget is None:
+                        budget = inspect.signature(factory).parameters["memory_budget_mb"].default
+                    budget = max(1, int(budget) // 2)
+                    proxy = factory(**{**self.options[name], "memory_budget_mb": budget})
+        raise AssertionError("unreachable")
+
+    def _free(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
     def __call__(self, rows: pa.Table | Mapping[str, Sequence]) -> pa.Table:
         """Rows with ``arch_id`` and ``arch`` -> score rows (schema ``score_schema``), same order."""
@@ -118,23 +156,26 @@ class Scorer:
         out: dict[str, list] = {field.name: [] for field in self.schema}
         for arch_id, arch in zip(columns["arch_id"], columns["arch"]):
             start = time.perf_counter()
-            error = None
             nonfinite: dict[str, int] = {}
             values = {name: math.nan for name in self.proxy_names}
             try:
                 canonical = self.space.canonical(arch)
-                values, nonfinite = self.score_one(canonical)
-            except Exception as exc:  # recorded on the row; the shard goes on
-                error = f"{type(exc).__name__}: {exc}".strip()
-                if not isinstance(exc, ValueError):
-                    error += "\n" + "".join(traceback.format_exception(exc)[-3:])
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
+            except Exception as exc:  # a malformed arch: every proxy's value is lost
+                errors = {"arch": _error_text(exc)}
+            else:
+                values, nonfinite, errors = self.score_one(canonical)
             out["arch_id"].append(int(arch_id))
             out["arch"].append(arch)
             for name in self.proxy_names:
                 out[name].append(values[name])
             out["nonfinite"].append(",".join(f"{k}:{v}" for k, v in nonfinite.items()) or None)
             out["seconds"].append(time.perf_counter() - start)
-            out["error"].append(error)
+            out["error"].append("\n".join(f"{k}: {v}" for k, v in errors.items()) or None)
         return pa.Table.from_pydict(out, schema=self.schema)
+
+
+def _error_text(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}".strip()
+    if not isinstance(exc, ValueError):
+        text += " | " + " | ".join(line.strip() for line in traceback.format_exception(exc)[-3:-1] if line.strip())
+    return text

@@ -36,12 +36,17 @@ DEFAULTS: dict[str, Any] = {
         "max_restarts": 0,
         "max_shard_attempts": 3,
         "object_store_mb": 512,
+        "actor_start_timeout_s": 600,
+        # a running shard is stopped past max(min_s, factor x rows x p99 seconds per arch so far);
+        # before any arch was measured, past initial_s
+        "shard_timeout": {"initial_s": 1800, "min_s": 120, "factor": 20},
     },
     "shard_size": 25,
     "topk": 50,
     "topk_by": None,
     "seed": 0,
     "precision": "fp32",
+    "retry_failed": True,
     "output": None,
     "progress": True,
 }
@@ -122,6 +127,11 @@ def _check_int(cfg: dict, dotted: str, minimum: int | None = None, optional: boo
         raise ConfigError(f"config key {dotted!r} must be >= {minimum}, got {value}")
 
 
+def _check_positive(value: Any, dotted: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ConfigError(f"config key {dotted!r} must be a number > 0, got {value!r}")
+
+
 def validate(cfg: dict) -> dict:
     """Check types and ranges; fill ``output`` and ``topk_by``; return ``cfg``."""
     for key in ("data.batch_size", "shard_size", "ray.num_actors", "ray.in_flight_per_actor",
@@ -158,6 +168,12 @@ def validate(cfg: dict) -> dict:
     gt = cfg["ground_truth"]
     if (gt["path"] is None) != (gt["column"] is None):
         raise ConfigError("'ground_truth.path' and 'ground_truth.column' go together: set both or neither")
+    for key in ("actor_start_timeout_s",):
+        _check_positive(cfg["ray"][key], f"ray.{key}")
+    for key, value in cfg["ray"]["shard_timeout"].items():
+        _check_positive(value, f"ray.shard_timeout.{key}")
+    if not isinstance(cfg["retry_failed"], bool):
+        raise ConfigError(f"config key 'retry_failed' must be true or false, got {cfg['retry_failed']!r}")
     if cfg["precision"] not in PRECISIONS:
         raise ConfigError(f"config key 'precision' must be one of {', '.join(PRECISIONS)}, got {cfg['precision']!r}")
     if cfg["output"] is None:

@@ -1,8 +1,13 @@
 """The reducer: score rows (Arrow) -> counts, correlations against ground truth, top-k candidates.
 
-Invariants: a row counts as scored when its ``error`` is null; a proxy's value enters correlations and
-the top-k only when it is finite and its gradients had no non-finite entries (``nonfinite`` column), and
-enters correlations only when the arch has a ground-truth value. Higher scores rank first for every proxy.
+Invariants: a row counts as scored when its ``error`` is null (a row whose one proxy failed counts as
+failed, yet its other proxies' values are used); a proxy's value enters correlations and the top-k only
+when it is finite and its gradients had no non-finite entries (``nonfinite`` column), and enters
+correlations only when the arch has a ground-truth value. Higher scores rank first for every proxy; ties
+are broken by ``arch_id`` (lower first), so the top-k never depends on the order shards were committed.
+Correlations are also reported as the reference implementations count them (``reference``): rows flagged
+non-finite keep their finite-sum value (the reference's ``nansum``) and -inf/+inf values are ranked (last /
+first); only NaN values (failed proxies) are left out.
 Only numbers are kept per row (arch_id, one float per proxy, flags, the ground-truth value), so the
 reducer's memory is a few bytes per arch per proxy however large the space; arch strings are looked up
 again for the top-k rows alone.
@@ -35,7 +40,7 @@ class Columns:
     arch_id: np.ndarray
     ok: np.ndarray  # no error
     values: dict[str, np.ndarray]
-    usable: dict[str, np.ndarray]  # ok, finite, not flagged
+    usable: dict[str, np.ndarray]  # finite, not flagged
     truth: np.ndarray  # NaN where no ground truth
 
 
@@ -69,7 +74,7 @@ class Reducer:
             values = table.column(proxy).to_numpy(zero_copy_only=False).astype(np.float64)
             bad = np.asarray([flagged(f, proxy) for f in flags], bool) | ~np.isfinite(values)
             part[f"v:{proxy}"] = values
-            part[f"u:{proxy}"] = ok & ~bad
+            part[f"u:{proxy}"] = ~bad
         if self.ground_truth is not None:
             lookup = self.ground_truth.values
             part["truth"] = np.asarray([lookup.get(a, math.nan) for a in table.column("arch").to_pylist()],
@@ -94,16 +99,15 @@ class Reducer:
         has_truth = np.isfinite(cols.truth)
         for proxy in self.proxy_names:
             values, usable = cols.values[proxy], cols.usable[proxy]
-            entry: dict = {"valid": int(usable.sum()), "nonfinite_rows": int((cols.ok & ~usable).sum())}
+            failed = np.isnan(values)
+            entry: dict = {"valid": int(usable.sum()), "failed": int(failed.sum()),
+                           "nonfinite_rows": int((~failed & ~usable).sum())}
             if self.ground_truth is not None:
-                both = usable & has_truth
-                entry["n"] = int(both.sum())
+                entry["n"] = int((usable & has_truth).sum())
                 entry["missing_ground_truth"] = int((usable & ~has_truth).sum())
-                if both.sum() >= 3 and np.ptp(values[both]) > 0:
-                    entry["spearman"] = float(stats.spearmanr(values[both], cols.truth[both]).statistic)
-                    entry["kendall"] = float(stats.kendalltau(values[both], cols.truth[both]).statistic)
-                else:
-                    entry["spearman"] = entry["kendall"] = None
+                entry.update(_rank_correlations(values, cols.truth, usable & has_truth))
+                entry["reference"] = {"n": int((~failed & has_truth).sum()),
+                                      **_rank_correlations(values, cols.truth, ~failed & has_truth)}
             out[proxy] = entry
         return out
 
@@ -111,7 +115,8 @@ class Reducer:
         """The ``topk`` best archs by ``topk_by`` (default: the first proxy), with rank and all scores."""
         by = self.topk_by or self.proxy_names[0]
         candidates = np.flatnonzero(cols.usable[by])
-        order = candidates[np.argsort(-cols.values[by][candidates], kind="stable")][: self.topk]
+        # best score first; equal scores by arch_id, so a run and a later report give the same list
+        order = candidates[np.lexsort((cols.arch_id[candidates], -cols.values[by][candidates]))][: self.topk]
         ids = cols.arch_id[order]
         archs = [self.space.arch(int(i)) for i in ids]
         columns = {"rank": pa.array(np.arange(1, len(order) + 1), pa.int64()),
@@ -125,3 +130,12 @@ class Reducer:
                                                          pa.float64())
         return pa.table(columns)
 
+
+def _rank_correlations(values: np.ndarray, truth: np.ndarray, keep: np.ndarray) -> dict:
+    """Spearman and Kendall of ``values`` against ``truth`` over ``keep`` (None when undefined: fewer than
+    3 rows, or constant values or truth). Infinite values rank as the extremes they are."""
+    x, y = values[keep], truth[keep]
+    if keep.sum() < 3 or len(np.unique(x)) < 2 or len(np.unique(y)) < 2:
+        return {"spearman": None, "kendall": None}
+    x = stats.rankdata(x)  # ranks: +-inf become ordinary extreme ranks
+    return {"spearman": float(stats.spearmanr(x, y).statistic), "kendall": float(stats.kendalltau(x, y).statistic)}

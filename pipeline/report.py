@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from .reducer import Columns, Reducer
-from .shards import write_atomic
+from .shards import write_atomic, write_text_atomic
 
 # Spearman rho over all 15,625 NB201 cells, 200-epoch test accuracy (GradSign paper, ICLR 2022, and the
 # zero-cost-nas peers it compares with on CIFAR-10). Keyed by (space, dataset, proxy).
@@ -37,10 +37,23 @@ def _fmt(value, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def strict(obj):
+    """``obj`` with every NaN/inf float replaced by None: JSON that strict parsers accept."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict(v) for v in obj]
+    return obj
+
+
+def dumps(obj, **kwargs) -> str:
+    return json.dumps(strict(obj), allow_nan=False, **kwargs)
+
+
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
-    tmp.replace(path)
+    write_text_atomic(path, dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
 def _plots(cols: Columns, reducer: Reducer, out: Path) -> list[str]:
@@ -89,6 +102,7 @@ def write_outputs(run_dir: Path, cfg: dict, reducer: Reducer, facts: dict) -> di
         "ground_truth": None if reducer.ground_truth is None else {
             "path": cfg["ground_truth"]["path"], "column": cfg["ground_truth"]["column"],
             "matched": int(np.isfinite(cols.truth).sum()), "missing": int((~np.isfinite(cols.truth)).sum()),
+            "duplicate_rows_averaged": reducer.ground_truth.duplicate_rows,
         },
         # what a recompute without the earlier summary still knows of the batch: its config
         "data": {"source": cfg["data"]["path"], "batch_size": cfg["data"]["batch_size"],
@@ -98,10 +112,10 @@ def write_outputs(run_dir: Path, cfg: dict, reducer: Reducer, facts: dict) -> di
     }
     top = reducer.top(cols)
     write_atomic(top, run_dir / "topk.parquet")
-    (run_dir / "topk.jsonl").write_text("".join(json.dumps(row) + "\n" for row in top.to_pylist()))
+    write_text_atomic(run_dir / "topk.jsonl", "".join(dumps(row) + "\n" for row in top.to_pylist()))
     summary["plots"] = _plots(cols, reducer, run_dir / "plots")
     _write_json(run_dir / "summary.json", summary)
-    (run_dir / "report.md").write_text(render_markdown(summary, top, cfg))
+    write_text_atomic(run_dir / "report.md", render_markdown(summary, top, cfg))
     return summary
 
 
@@ -125,13 +139,18 @@ def render_markdown(summary: dict, top: pa.Table, cfg: dict) -> str:
     if gt is None:
         lines.append("No ground truth configured (set `ground_truth.path` and `ground_truth.column`).")
     else:
-        lines += [f"Against `{gt['column']}` of `{gt['path']}`.", "",
-                  "| proxy | Spearman rho | Kendall tau | n | published rho (all 15,625) | non-finite rows |",
-                  "|---|---|---|---|---|---|"]
+        lines += [f"Against `{gt['column']}` of `{gt['path']}`. Rho and tau leave out rows whose gradients "
+                  "had non-finite entries (and non-finite values); the reference columns keep them as the "
+                  "reference code counts them (finite-entry sums, -inf ranked last).", "",
+                  "| proxy | Spearman rho | Kendall tau | n | published rho (all 15,625) | non-finite rows "
+                  "| rho (reference counting) | n (reference) |",
+                  "|---|---|---|---|---|---|---|---|"]
         for proxy, entry in summary["proxies"].items():
             published = PUBLISHED_SPEARMAN.get((summary["space"], summary["dataset"], proxy))
+            reference = entry.get("reference") or {}
             lines.append(f"| {proxy} | {_fmt(entry.get('spearman'))} | {_fmt(entry.get('kendall'))} | "
-                         f"{entry.get('n', 0)} | {_fmt(published)} | {entry['nonfinite_rows']} |")
+                         f"{entry.get('n', 0)} | {_fmt(published)} | {entry['nonfinite_rows']} | "
+                         f"{_fmt(reference.get('spearman'))} | {reference.get('n', 0)} |")
     for plot in summary.get("plots", []):
         lines += ["", f"![{plot}]({plot})"]
     if top.num_rows:

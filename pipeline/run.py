@@ -1,10 +1,11 @@
-"""The driver: config -> shards -> scorer actors fed by a ``ray.wait`` loop -> committed scores -> outputs.
+"""The driver: config -> shards -> scorer actors (``pipeline/dispatch.py``) -> committed scores -> outputs.
 
-Exactly-once: a shard's scores are committed by one atomic rename; a rerun of the same config skips every
-shard whose score file is complete and scores only the rest. A shard whose actor died is sent to another
-actor (the dead one is replaced) up to ``ray.max_shard_attempts`` times; after that its archs are then
-tried one at a time, and an arch that still kills its actor is recorded with the error, not retried
-forever. Architectures whose scoring raises are recorded by the scorer itself.
+Exactly-once: a shard's scores are committed by one atomic rename; a rerun skips every shard whose score
+file is complete and scores only the rest, plus (``retry_failed: true``, the default) the rows of
+committed shards that failed, so a transient failure is never permanent. A folder is resumed only by a
+config with the same content identity (``pipeline/identity.py``: data by fingerprint, not by path), and
+only by one driver at a time (``pipeline/lock.py``). Faults (dead or hung actors, scorer errors) are the
+dispatcher's: see its docstring.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import json
 import math
 import os
 import time
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,16 +25,16 @@ from actors.scorer import score_schema
 from spaces import ground_truth as gt_loader
 
 from . import config as config_mod
+from . import identity
+from .dispatch import Dispatcher, ShardJob
+from .identity import RunFolderError  # noqa: F401  (re-exported: callers catch it from here)
 from .data import dataset_info, load_batch
 from .lock import hold_run_folder
 from .progress import Progress
 from .reducer import Reducer
 from .report import write_outputs
-from .shards import iter_shards, part_name, read_arch_list, read_complete, remove_temporaries, write_atomic
-
-
-class RunFolderError(ValueError):
-    """The output folder holds a run made with a different score-deciding config."""
+from .shards import (iter_shards, part_name, read_arch_list, read_complete, remove_temporaries, write_atomic,
+                     write_text_atomic)
 
 
 @dataclass
@@ -57,7 +57,7 @@ def _expand_proxies(names: list[str]) -> list[str]:
 
 
 def prepare(cfg: dict) -> tuple[dict, Path]:
-    """Check everything that can be checked before Ray starts; claim (or resume) the run folder."""
+    """Check everything that can be checked before any data is read or Ray starts."""
     proxy_registry.load_plugins(cfg["plugins"])
     cfg["proxies"] = _expand_proxies(cfg["proxies"])
     for name in cfg["proxy_options"]:
@@ -73,19 +73,37 @@ def prepare(cfg: dict) -> tuple[dict, Path]:
         read_arch_list(cfg["sample"]["archs"], space)  # a malformed line fails here, before any file is made
     if cfg["topk_by"] is not None and cfg["topk_by"] not in cfg["proxies"]:
         raise config_mod.ConfigError(f"topk_by {cfg['topk_by']!r} is not one of proxies {cfg['proxies']}")
-    run_dir = Path(cfg["output"])
-    stored = run_dir / "config.yaml"
-    if stored.exists():
-        previous = config_mod.resolve(stored)
-        previous["proxies"] = _expand_proxies(previous["proxies"])
-        old, new = config_mod.score_identity(previous), config_mod.score_identity(cfg)
-        if old != new:
-            differ = [k for k in old if old[k] != new[k]]
-            raise RunFolderError(
-                f"{run_dir} holds a run with a different config (differs in: {', '.join(differ)}); "
-                "set another 'output' or remove that folder"
-            )
-    return cfg, run_dir
+    return cfg, Path(cfg["output"])
+
+
+def _load_batch(cfg: dict):
+    return load_batch(cfg["data"]["path"], dataset_info(cfg["dataset"]).name, cfg["data"]["batch_size"],
+                      cfg["data"]["seed"], cfg["data"]["split"])
+
+
+def _fingerprint_at(cfg: dict) -> str | None:
+    """The batch fingerprint of a stored config, or None when its data cannot be read any more."""
+    try:
+        return _load_batch(cfg).fingerprint
+    except (ValueError, OSError):
+        return None
+
+
+def _arch_ids_of(cfg: dict) -> list[int] | None:
+    try:
+        return read_arch_list(cfg["sample"]["archs"], spaces.get(cfg["space"]))
+    except (ValueError, OSError):
+        return None
+
+
+def _claim(run_dir: Path, cfg: dict, batch) -> None:
+    """Resume only a folder whose content identity matches (paths may differ); record this invocation."""
+    arch_ids = None if cfg["sample"]["archs"] is None else read_arch_list(cfg["sample"]["archs"], spaces.get(cfg["space"]))
+    ident = identity.content_identity(cfg, batch.fingerprint, arch_ids)
+    previous = identity.stored_identity(run_dir, _fingerprint_at, _arch_ids_of)
+    history = identity.check_and_record(run_dir, cfg, ident, previous, _expand_proxies)
+    write_text_atomic(run_dir / identity.IDENTITY_FILE, identity.record_text(ident, history))
+    write_text_atomic(run_dir / "config.yaml", identity.config_text(cfg, history))
 
 
 def _start_ray(cfg: dict) -> bool:
@@ -114,7 +132,8 @@ def _make_actor(cfg: dict, batch_ref, labels_ref, num_classes: int):
 
     r = cfg["ray"]
     threads = max(1, int(r["num_cpus_per_actor"]))
-    remote = ray.remote(Scorer).options(
+    # the probe group lets the driver ask an actor whether it lives without queueing behind its shards
+    remote = ray.remote(concurrency_groups={"probe": 1})(Scorer).options(
         num_cpus=r["num_cpus_per_actor"], num_gpus=r["num_gpus_per_actor"],
         max_restarts=r["max_restarts"], max_task_retries=0,
     )
@@ -124,181 +143,112 @@ def _make_actor(cfg: dict, batch_ref, labels_ref, num_classes: int):
                          plugins=cfg["plugins"], precision=cfg["precision"])
 
 
-def _failed_rows(shard: pa.Table, proxies: list[str], error: str) -> pa.Table:
-    n = shard.num_rows
-    columns = {"arch_id": shard.column("arch_id"), "arch": shard.column("arch")}
-    columns.update({p: pa.array([math.nan] * n, pa.float64()) for p in proxies})
-    columns.update({"nonfinite": pa.nulls(n, pa.string()), "seconds": pa.array([0.0] * n, pa.float64()),
-                    "error": pa.array([error] * n, pa.string())})
-    return pa.table(columns, schema=score_schema(proxies))
-
-
 def run(cfg: dict) -> RunResult:
     """Score what ``cfg`` asks for; resumable; returns the run folder and its summary."""
     started = time.perf_counter()
     cfg, run_dir = prepare(cfg)
     space = spaces.get(cfg["space"])
     info = dataset_info(cfg["dataset"])
-    batch = load_batch(cfg["data"]["path"], info.name, cfg["data"]["batch_size"], cfg["data"]["seed"],
-                       cfg["data"]["split"])
+    batch = _load_batch(cfg)
     truth = None
     if cfg["ground_truth"]["path"] is not None:
         truth = gt_loader.load(cfg["ground_truth"]["path"], cfg["ground_truth"]["column"], space)
 
     lock = hold_run_folder(run_dir)  # one driver per run folder: a second one is refused here (pipeline/lock.py)
-    (run_dir / "shards").mkdir(parents=True, exist_ok=True)
-    (run_dir / "scores").mkdir(exist_ok=True)
-    remove_temporaries(run_dir)  # half-written files of a run that was killed
-    (run_dir / "config.yaml").write_text(config_mod.dump(cfg))
-    schema = score_schema(cfg["proxies"])
-    reducer = Reducer(cfg["proxies"], space, truth, cfg["topk"], cfg["topk_by"])
+    try:
+        _claim(run_dir, cfg, batch)
+        (run_dir / "shards").mkdir(parents=True, exist_ok=True)
+        (run_dir / "scores").mkdir(exist_ok=True)
+        remove_temporaries(run_dir)  # half-written files of a run that was killed
+        schema = score_schema(cfg["proxies"])
+        reducer = Reducer(cfg["proxies"], space, truth, cfg["topk"], cfg["topk_by"])
 
-    # Stream the shards: write each input shard, keep only the indices of those still to score.
-    todo: deque[int] = deque()
-    sizes: dict[int, int] = {}
-    requested = 0
-    for index, shard in iter_shards(cfg, space):
-        requested += shard.num_rows
-        sizes[index] = shard.num_rows
-        shard_path = run_dir / "shards" / part_name(index)
-        if read_complete(shard_path, shard.num_rows) is None:
-            write_atomic(shard, shard_path)
-        done = read_complete(run_dir / "scores" / part_name(index), shard.num_rows, schema)
-        if done is not None:
-            reducer.add(done)
-        else:
-            todo.append(index)
-    resumed = len(sizes) - len(todo)
-    before = reducer.scored + reducer.failed
+        # Stream the shards: write each input shard; keep only the jobs still to score (input rows are read
+        # again from disk when a job goes out, so the driver's memory stays flat however large the space).
+        jobs: list[ShardJob] = []
+        requested = retried = shards = 0
+        for index, shard in iter_shards(cfg, space):
+            requested += shard.num_rows
+            shards += 1
+            shard_path = run_dir / "shards" / part_name(index)
+            if read_complete(shard_path, shard.num_rows) is None:
+                write_atomic(shard, shard_path)
+            done = read_complete(run_dir / "scores" / part_name(index), shard.num_rows, schema)
+            failed = [] if done is None else [k for k, e in enumerate(done.column("error").to_pylist()) if e is not None]
+            if done is not None and (not failed or not cfg["retry_failed"]):
+                reducer.add(done)
+            elif done is not None:  # committed with failed rows: score those rows again
+                jobs.append(ShardJob(index, shard.num_rows, _loader(done), failed))
+                retried += len(failed)
+            else:
+                jobs.append(ShardJob(index, shard.num_rows, _shard_loader(run_dir, index, shard.num_rows)))
+        resumed = shards - len(jobs)
+        before = reducer.scored + reducer.failed
 
-    progress = Progress(total=requested, initial=before, enabled=cfg["progress"])
-    devices: list[str] = []
-    if todo:
-        started_ray = _start_ray(cfg)
-        try:
-            devices = _dispatch(cfg, run_dir, batch, info.num_classes, todo, sizes, schema, reducer, progress)
-        finally:
-            progress.close()
-            if started_ray:
-                import ray
+        progress = Progress(total=requested, initial=before, enabled=cfg["progress"])
+        devices: list[str] = []
+        events: list[str] = []
+        if jobs:
+            started_ray = _start_ray(cfg)
+            try:
+                devices, events = _dispatch(cfg, run_dir, batch, info.num_classes, jobs, schema, reducer, progress)
+            finally:
+                progress.close()
+                if started_ray:
+                    import ray
 
-                ray.shutdown()
-    wall = time.perf_counter() - started
-    this_run = reducer.scored + reducer.failed - before
-    facts = {
-        "requested": requested,
-        "wall_seconds": wall,
-        "archs_this_run": this_run,
-        "archs_per_second": this_run / wall if wall > 0 else None,
-        "shards": len(sizes),
-        "shards_resumed": resumed,
-        "num_actors": cfg["ray"]["num_actors"],
-        "devices": sorted(set(devices)),
-        "data": {"source": batch.source, "batch_size": int(batch.labels.shape[0]), "seed": cfg["data"]["seed"],
-                 "fingerprint": batch.fingerprint},
-    }
-    summary = write_outputs(run_dir, cfg, reducer, facts)
-    lock.release()
+                    ray.shutdown()
+        wall = time.perf_counter() - started
+        this_run = reducer.scored + reducer.failed - before
+        facts = {
+            "requested": requested,
+            "wall_seconds": wall,
+            "archs_this_run": this_run,
+            "archs_per_second": this_run / wall if wall > 0 else None,
+            "shards": shards,
+            "shards_resumed": resumed,
+            "failed_rows_retried": retried,
+            "num_actors": cfg["ray"]["num_actors"],
+            "devices": sorted(set(devices)),
+            "dispatch_events": events[:20],
+            "data": {"source": batch.source, "batch_size": int(batch.labels.shape[0]), "seed": cfg["data"]["seed"],
+                     "fingerprint": batch.fingerprint},
+        }
+        summary = write_outputs(run_dir, cfg, reducer, facts)
+    finally:
+        lock.release()
     return RunResult(run_dir, summary)
 
 
-def _dispatch(cfg, run_dir, batch, num_classes, todo, sizes, schema, reducer, progress) -> list[str]:
-    """Keep every actor busy with shards until none is left; commit each result as it arrives."""
-    import ray
-    from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
-
-    r = cfg["ray"]
-    images_ref, labels_ref = ray.put(batch.images), ray.put(batch.labels)
-    actors = [_make_actor(cfg, images_ref, labels_ref, num_classes) for _ in range(min(r["num_actors"], len(todo)))]
-    devices = ray.get([a.device_name.remote() for a in actors])
-    in_flight: dict = {}  # ref -> (shard index, actor slot, the actor it went to, single row or None)
-    load = [0] * len(actors)
-    isolating = [False] * len(actors)
-    attempts: dict[int, int] = {}
-    singles: deque[tuple[int, int]] = deque()  # (shard, row) tried alone after repeated actor deaths
-    single_results: dict[int, dict[int, pa.Table]] = {}
-
-    def read_shard(index: int) -> pa.Table:
-        table = read_complete(run_dir / "shards" / part_name(index), sizes[index])
+def _shard_loader(run_dir: Path, index: int, rows: int):
+    def load() -> pa.Table:
+        table = read_complete(run_dir / "shards" / part_name(index), rows)
         if table is None:
             raise RuntimeError(f"input shard {part_name(index)} vanished or is corrupt during the run")
         return table
+    return load
+
+
+def _loader(table: pa.Table):
+    return lambda: table
+
+
+def _dispatch(cfg, run_dir, batch, num_classes, jobs, schema, reducer, progress) -> tuple[list[str], list[str]]:
+    """Score ``jobs`` with a :class:`Dispatcher`; commit each shard atomically as it completes."""
+    import ray
+
+    images_ref, labels_ref = ray.put(batch.images), ray.put(batch.labels)
 
     def commit(index: int, table: pa.Table) -> None:
         write_atomic(table, run_dir / "scores" / part_name(index))
         reducer.add(table)
         progress.update(table.num_rows, failed=reducer.failed)
 
-    def submit(slot: int) -> bool:
-        # An arch tried alone has its actor to itself, so a death can only be that arch's doing.
-        if isolating[slot]:
-            return False
-        if singles and load[slot] == 0:
-            index, row = singles.popleft()
-            rows = read_shard(index).slice(row, 1)
-            in_flight[actors[slot].__call__.remote(rows)] = (index, slot, actors[slot], row)
-            isolating[slot] = True
-        elif todo:
-            index = todo.popleft()
-            in_flight[actors[slot].__call__.remote(read_shard(index))] = (index, slot, actors[slot], None)
-        else:
-            return False
-        load[slot] += 1
-        return True
-
-    while todo or singles or in_flight:
-        for slot in range(len(actors)):
-            while load[slot] < r["in_flight_per_actor"] and submit(slot):
-                pass
-        if not in_flight:
-            raise RuntimeError("dispatch stalled with work left")  # unreachable: an idle actor takes work
-        ready, _ = ray.wait(list(in_flight), num_returns=1)
-        ref = ready[0]
-        index, slot, actor, row = in_flight.pop(ref)
-        load[slot] -= 1
-        if row is not None:
-            isolating[slot] = False
-        try:
-            table = ray.get(ref)
-        except (ActorDiedError, ActorUnavailableError, RayActorError) as exc:
-            # Replace the actor once, by the first of its calls that fails (the others find a new one).
-            if actor is actors[slot] and (isinstance(exc, ActorDiedError) or not _alive(actor)):
-                try:
-                    ray.kill(actor, no_restart=True)
-                except Exception:  # already gone
-                    pass
-                actors[slot] = _make_actor(cfg, images_ref, labels_ref, num_classes)
-            if row is not None:  # a single arch that took its actor down again: record it
-                single_results.setdefault(index, {})[row] = _failed_rows(
-                    read_shard(index).slice(row, 1), cfg["proxies"],
-                    f"ActorDiedError: scoring this arch killed its actor ({type(exc).__name__})")
-            else:
-                attempts[index] = attempts.get(index, 0) + 1
-                if attempts[index] < r["max_shard_attempts"]:
-                    todo.appendleft(index)
-                else:
-                    singles.extend((index, k) for k in range(sizes[index]))
-                    single_results[index] = {}
-                continue
-        else:
-            if row is None:
-                commit(index, table)
-                continue
-            single_results[index][row] = table
-        if row is not None and len(single_results[index]) == sizes[index]:
-            parts = single_results.pop(index)
-            commit(index, pa.concat_tables(parts[k] for k in range(sizes[index])))
-    return devices
-
-
-def _alive(actor) -> bool:
-    import ray
-
-    try:
-        ray.get(actor.device_name.remote(), timeout=60)
-        return True
-    except Exception:
-        return False
+    dispatcher = Dispatcher(cfg, lambda: _make_actor(cfg, images_ref, labels_ref, num_classes), commit, schema)
+    for job in jobs:
+        dispatcher.add(job)
+    devices = dispatcher.run()
+    return devices, dispatcher.events
 
 
 def recompute(run_dir: Path) -> dict:
@@ -322,7 +272,7 @@ def recompute(run_dir: Path) -> dict:
             reducer.add(done)
     previous = run_dir / "summary.json"
     facts = json.loads(previous.read_text()) if previous.is_file() else {}
-    keep = ("wall_seconds", "archs_this_run", "archs_per_second", "shards", "shards_resumed", "num_actors",
-            "devices", "data")
+    keep = ("wall_seconds", "archs_this_run", "archs_per_second", "shards", "shards_resumed",
+            "failed_rows_retried", "num_actors", "devices", "dispatch_events", "data")
     facts = {k: facts[k] for k in keep if k in facts}
     return write_outputs(run_dir, cfg, reducer, {"requested": requested, **facts})

@@ -89,35 +89,61 @@ def part_name(index: int) -> str:
     return f"part-{index:05d}.parquet"
 
 
-def write_atomic(table: pa.Table, path: Path) -> None:
-    """Write ``table`` to ``path`` so that ``path`` either does not exist or is complete."""
+def _umask_mode() -> int:
+    """The mode a plain ``open()`` would give a new file (0666 less the umask), not mkstemp's 0600."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def _replace_atomically(path: Path, write) -> None:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, give it the umask's mode, rename it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        pq.write_table(table, tmp)
+        write(tmp)
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
+def write_atomic(table: pa.Table, path: Path) -> None:
+    """Write ``table`` to ``path`` so that ``path`` either does not exist or is complete."""
+    _replace_atomically(path, lambda tmp: pq.write_table(table, tmp))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """``path.write_text(text)``, but a crash leaves the old file or the new one, never half of one."""
+    _replace_atomically(path, lambda tmp: Path(tmp).write_text(text))
+
+
 def remove_temporaries(run_dir: Path) -> int:
-    """Delete the temporary files a killed writer left in ``run_dir``'s shards/ and scores/."""
+    """Delete the temporary files a killed writer left in ``run_dir`` and its shards/ and scores/."""
     removed = 0
-    for sub in ("shards", "scores"):
-        for tmp in (run_dir / sub).glob(".part-*.tmp"):
+    for sub in (".", "shards", "scores"):
+        for tmp in (run_dir / sub).glob(".*.tmp"):
             tmp.unlink(missing_ok=True)
             removed += 1
     return removed
 
 
 def read_complete(path: Path, rows: int | None = None, schema: pa.Schema | None = None) -> pa.Table | None:
-    """The table at ``path`` if it is readable (and has ``rows`` rows and ``schema``'s columns), else None."""
+    """The table at ``path`` if it is complete (``rows`` rows, ``schema``'s columns), else None.
+
+    A file that exists but may not be read (permissions) is an error, never "missing": reading a
+    teammate's run folder must not look like an empty one, nor make a resume score everything again.
+    """
     if not path.is_file():
         return None
+    if not os.access(path, os.R_OK):
+        raise PermissionError(f"cannot read {path}: permission denied (run folder of another user?)")
     try:
         table = pq.read_table(path)
+    except PermissionError:
+        raise
     except (pa.ArrowInvalid, OSError):
         return None
     if rows is not None and table.num_rows != rows:

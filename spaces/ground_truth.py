@@ -26,11 +26,16 @@ class GroundTruthError(ValueError):
 
 @dataclass(frozen=True)
 class GroundTruth:
-    """``values[arch] = metric`` for every row with a finite value; ``official_index`` where given."""
+    """``values[arch] = metric`` for every arch with a finite value; ``official_index`` where given.
+
+    Several rows for one arch (a per-seed table, or one cell spelled two ways) are averaged over their
+    finite values, never silently overwritten: ``duplicate_rows`` counts the rows beyond the first.
+    """
 
     column: str
     values: dict[str, float]
     official_index: dict[str, int]
+    duplicate_rows: int = 0
 
 
 _READERS: dict[str, Callable[[Path], pa.Table]] = {}
@@ -73,12 +78,19 @@ def load(path: str | Path, column: str, space) -> GroundTruth:
     archs = table.column("arch").to_pylist()
     values = pc.cast(table.column(column), pa.float64()).to_pylist()
     index = table.column("index").to_pylist() if "index" in table.column_names else [None] * len(archs)
-    out: dict[str, float] = {}
+    sums: dict[str, list[float]] = {}
     official: dict[str, int] = {}
+    seen: set[str] = set()
+    duplicates = 0
     for arch, value, idx in zip(archs, values, index):
         key = space.canonical(arch)
+        duplicates += key in seen
+        seen.add(key)
         if value is not None and value == value:
-            out[key] = float(value)
+            entry = sums.setdefault(key, [0.0, 0])
+            entry[0] += float(value)
+            entry[1] += 1
         if idx is not None:
-            official[key] = int(idx)
-    return GroundTruth(column=column, values=out, official_index=official)
+            official.setdefault(key, int(idx))
+    out = {key: total / count for key, (total, count) in sums.items()}
+    return GroundTruth(column=column, values=out, official_index=official, duplicate_rows=duplicates)

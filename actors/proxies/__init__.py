@@ -6,6 +6,6 @@ classifier ``nn.Module`` (it may change the net: pass a fresh one); ``names()`` 
 
 from . import gradsign  # noqa: F401  (each import registers its proxy)
 from . import fisher, flops, grad_norm, grasp, jacob_cov, naswot, params, snip, synflow  # noqa: F401
-from .base import Proxy, Score, get, load_plugins, names, register
+from .base import Proxy, Score, factory, get, load_plugins, names, register
 
-__all__ = ["Proxy", "Score", "get", "load_plugins", "names", "register"]
+__all__ = ["Proxy", "Score", "factory", "get", "load_plugins", "names", "register"]

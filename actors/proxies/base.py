@@ -76,10 +76,14 @@ def names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get(name: str, **options) -> Proxy:
-    """The proxy ``name`` as a callable ``(net, inputs, targets) -> float``; ``options`` tune it."""
+def factory(name: str) -> ProxyFactory:
+    """The registered factory of proxy ``name`` (its keyword parameters are the proxy's options)."""
     try:
-        factory = _REGISTRY[name]
+        return _REGISTRY[name]
     except KeyError:
         raise ValueError(f"unknown proxy {name!r}; valid proxies: {', '.join(names())}") from None
-    return factory(**options)
+
+
+def get(name: str, **options) -> Proxy:
+    """The proxy ``name`` as a callable ``(net, inputs, targets) -> float``; ``options`` tune it."""
+    return factory(name)(**options)
