@@ -45,9 +45,20 @@ WEIGHTED = (nn.Conv2d, nn.Linear)
 ENGINES = ("hooks", "func", "loop")
 FALLBACKS = ("auto", "func", "loop", "error")
 DEFAULT_MEMORY_BUDGET_MB = 2048
-# Sample 0's logits alone and inside the batch must agree to this fraction of their largest magnitude
-# (float rounding of batched kernels is ~1e-6; samples that interact differ at O(1)).
+# Sample 0's logits alone and inside the batch must agree to this fraction of their largest magnitude.
+# Measured on the CPU in fp32: NB201 cells differ by <= 4e-7 (batched kernels round differently); samples
+# that interact differ by 3e-2 (dropout 0.1 in one transformer layer) to 2e-1 (functional batch_norm).
+# TF32 or half precision rounds at ~1e-3 per layer, so they get the looser bound.
 INTERACTION_RTOL = 1e-3
+INTERACTION_RTOL_REDUCED = 2e-2
+
+
+def _interaction_rtol(t: torch.Tensor) -> float:
+    reduced = t.dtype in (torch.float16, torch.bfloat16) or torch.is_autocast_enabled(t.device.type)
+    if t.is_cuda and (torch.backends.cudnn.allow_tf32 or torch.backends.cuda.matmul.allow_tf32
+                      or torch.get_float32_matmul_precision() != "highest"):
+        reduced = True
+    return INTERACTION_RTOL_REDUCED if reduced else INTERACTION_RTOL
 
 
 class HooksUnsupported(ValueError):
@@ -258,7 +269,7 @@ def _probe(net: nn.Module, inputs: torch.Tensor) -> _Probe:
     def count(module: nn.Module, args, output) -> None:
         if isinstance(output, torch.Tensor):
             probe.kept_bytes += 3 * output.numel() * output.element_size()  # output, its grad, saved input
-        if isinstance(module, WEIGHTED):
+        if isinstance(module, WEIGHTED) and args and isinstance(args[0], torch.Tensor) and args[0].dim() > 0:
             kh, kw = module.kernel_size if isinstance(module, nn.Conv2d) else (1, 1)
             cols = args[0][0].numel() * kh * kw
             probe.transient_bytes = max(probe.transient_bytes,
@@ -346,8 +357,9 @@ class _HooksPass:
       shape (1, *R) in the probe of sample 0 alone (so sequence-first input, or an input that does not
       depend on the batch, is refused even when a length equals n), and the output gradient has n rows;
     - calls come in the probe's order (no data-dependent control flow);
-    - first chunk: sample 0's output equals its output alone (``INTERACTION_RTOL``): samples do not
-      interact (functional ``F.batch_norm``, mixing across dim 0, random ops such as dropout);
+    - first chunk: sample 0's output equals its output alone (to ``INTERACTION_RTOL``, or
+      ``INTERACTION_RTOL_REDUCED`` under TF32/half precision): samples do not interact (functional
+      ``F.batch_norm``, mixing across dim 0) and nothing is random (dropout);
     - first chunk: every use of a scored weight in the graph of the loss is inside a hooked call (not,
       e.g., ``F.linear(x, m.weight)`` as ``nn.MultiheadAttention`` applies ``out_proj``), and every hooked
       output that reaches the loss gets its gradient (not only through a ``.detach()``-ed input);
@@ -408,7 +420,9 @@ class _HooksPass:
             if index >= len(self.probe.calls) or self.probe.calls[index][0] != name:
                 raise HooksUnsupported(f"{label}: scored modules are called in another order at batch "
                                        f"{self.n} than for one sample (data-dependent control flow)")
-            x = args[0]
+            x = args[0] if args else None
+            if not isinstance(x, torch.Tensor):
+                raise HooksUnsupported(f"{label}: called without a positional input tensor")
             alone = self.probe.calls[index][1]
             if len(alone) < 2 or alone[0] != 1 or tuple(x.shape) != (self.n, *alone[1:]):
                 raise HooksUnsupported(
@@ -456,7 +470,7 @@ class _HooksPass:
     # -- first-chunk checks ----------------------------------------------------------------------------
     def _check_interaction(self, out: torch.Tensor) -> None:
         alone = self.probe.logits
-        if alone is None or not _same_values(out[:1].detach(), alone, INTERACTION_RTOL):
+        if alone is None or not _same_values(out[:1].detach(), alone, _interaction_rtol(out)):
             raise HooksUnsupported(
                 "sample 0's output inside the batch differs from its output alone: samples interact "
                 "(e.g. functional F.batch_norm with batch statistics, mixing across dim 0) or the network is random "
