@@ -17,22 +17,57 @@ and non-finite g_ik left out of the sum (and counted). They differ only in how t
 
 Invariant shared by all three: samples never interact (per-sample BN), so chunking the batch changes no
 number beyond float rounding.
+
+The loop is the definition. ``func`` equals it by construction (vmap evaluates each sample alone). The
+``hooks`` engine equals it only on networks where every use of a scored weight is a call of a stock
+Conv2d/Linear on an input whose dim 0 is the sample, and samples do not interact; it checks this on every
+call (``sign_sums_hooks`` lists the checks) and raises ``HooksUnsupported`` naming the module otherwise.
+``sign_sums(engine="hooks")`` then falls back to ``func`` (``loop`` where vmap cannot run the network) and
+says so on the result (``SignSums.engine``, ``SignSums.fallback``) and with a ``GradSignFallbackWarning``;
+``fallback="error"`` refuses instead. A weight shared by several modules counts once per module, with the
+gradient summed over all its uses, as the loop (and the reference's loop over ``net.modules()``) counts it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import types
+import warnings
 from dataclasses import dataclass, field
 from typing import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
 
 WEIGHTED = (nn.Conv2d, nn.Linear)
 ENGINES = ("hooks", "func", "loop")
+FALLBACKS = ("auto", "func", "loop", "error")
 DEFAULT_MEMORY_BUDGET_MB = 2048
+# Sample 0's logits alone and inside the batch must agree to this fraction of their largest magnitude.
+# Measured on the CPU in fp32: NB201 cells differ by <= 4e-7 (batched kernels round differently); samples
+# that interact differ by 3e-2 (dropout 0.1 in one transformer layer) to 2e-1 (functional batch_norm).
+# TF32 or half precision rounds at ~1e-3 per layer, so they get the looser bound.
+INTERACTION_RTOL = 1e-3
+INTERACTION_RTOL_REDUCED = 2e-2
+
+
+def _interaction_rtol(t: torch.Tensor) -> float:
+    reduced = t.dtype in (torch.float16, torch.bfloat16) or torch.is_autocast_enabled(t.device.type)
+    if t.is_cuda and (torch.backends.cudnn.allow_tf32 or torch.backends.cuda.matmul.allow_tf32
+                      or torch.get_float32_matmul_precision() != "highest"):
+        reduced = True
+    return INTERACTION_RTOL_REDUCED if reduced else INTERACTION_RTOL
+
+
+class HooksUnsupported(ValueError):
+    """The hooks engine cannot vouch for its per-sample gradients on this network; the message names the
+    module and the reason."""
+
+
+class GradSignFallbackWarning(RuntimeWarning):
+    """GradSign's production engine handed a network to an exact engine (the message says why)."""
 
 
 @dataclass
@@ -48,6 +83,8 @@ class SignSums:
     sums: dict[str, torch.Tensor] = field(default_factory=dict)
     _nonfinite: list[torch.Tensor] = field(default_factory=list)
     _suspect: list[torch.Tensor] = field(default_factory=list)
+    engine: str = ""  # the engine that computed these sums
+    fallback: str | None = None  # why the hooks engine handed over (None: it did not)
 
     def _accumulate(self, name: str, total: torch.Tensor) -> None:
         if name in self.sums:
@@ -83,6 +120,26 @@ class SignSums:
 
 def weighted_layers(net: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(name, m) for name, m in net.named_modules() if isinstance(m, WEIGHTED)]
+
+
+def _label(name: str, module: nn.Module) -> str:
+    return f"{name or '<root>'} ({type(module).__name__})"
+
+
+def _owners(layers: list[tuple[str, nn.Module]]) -> dict[int, list[str]]:
+    """id(weight) -> the names of every scored module that holds it (more than one: a tied weight)."""
+    owners: dict[int, list[str]] = {}
+    for name, m in layers:
+        owners.setdefault(id(m.weight), []).append(name)
+    return owners
+
+
+def _share_tied(result: "SignSums", owners: dict[int, list[str]]) -> None:
+    """A tied weight's sums, accumulated under its first owner, are counted under every owner (as the loop)."""
+    for names in owners.values():
+        if names[0] in result.sums:
+            for other in names[1:]:
+                result.sums[other] = result.sums[names[0]]
 
 
 def _per_sample_batch_norm(self: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
@@ -190,36 +247,60 @@ def _terms(module: nn.Module, x: torch.Tensor, grad_out: torch.Tensor) -> int:
     return max(1, int(x[0].numel() // max(1, x.shape[-1])))
 
 
+@dataclass
+class _Probe:
+    """One no-grad forward of sample 0 alone: what the chunk size and the hooks engine's checks need."""
+
+    calls: list[tuple[str, tuple[int, ...]]]  # (module name, input shape) of every scored-module call, in order
+    logits: torch.Tensor | None  # the network's output for sample 0 alone
+    kept_bytes: int  # activations and their gradients, held across the whole pass, per sample
+    transient_bytes: int  # the largest one-layer temporary (unfolded input + per-sample weight grads)
+
+    def chunk_size(self, n: int, memory_budget_mb: int) -> int:
+        budget = memory_budget_mb * 2**20
+        return int(max(1, min(n, budget // max(1, self.kept_bytes + self.transient_bytes))))
+
+
+def _probe(net: nn.Module, inputs: torch.Tensor) -> _Probe:
+    names = {id(m): name for name, m in weighted_layers(net)}
+    probe = _Probe([], None, 0, 0)
+    handles = []
+
+    def count(module: nn.Module, args, output) -> None:
+        if isinstance(output, torch.Tensor):
+            probe.kept_bytes += 3 * output.numel() * output.element_size()  # output, its grad, saved input
+        if isinstance(module, WEIGHTED) and args and isinstance(args[0], torch.Tensor) and args[0].dim() > 0:
+            kh, kw = module.kernel_size if isinstance(module, nn.Conv2d) else (1, 1)
+            cols = args[0][0].numel() * kh * kw
+            probe.transient_bytes = max(probe.transient_bytes,
+                                        2 * (cols + module.weight.numel()) * module.weight.element_size())
+
+    def record(module: nn.Module, args, output) -> None:
+        x = args[0] if args else None
+        probe.calls.append((names[id(module)], tuple(x.shape) if isinstance(x, torch.Tensor) else ()))
+
+    for m in net.modules():
+        if isinstance(m, WEIGHTED):
+            handles.append(m.register_forward_hook(record))
+        if len(list(m.children())) == 0:
+            handles.append(m.register_forward_hook(count))
+    try:
+        with torch.no_grad(), per_sample_batch_norm(net):
+            out = net(inputs[:1])
+    finally:
+        for h in handles:
+            h.remove()
+    probe.logits = out.detach() if isinstance(out, torch.Tensor) else None
+    return probe
+
+
 def auto_chunk_size(net: nn.Module, inputs: torch.Tensor, memory_budget_mb: int = DEFAULT_MEMORY_BUDGET_MB) -> int:
     """Samples per chunk so that one chunk's activations and per-sample gradients fit the budget.
 
     A function of (network structure, input shape, budget) only - not of free device memory - so every
     actor picks the same chunks for the same cell. Measured by one no-grad forward of a single sample.
     """
-    kept_bytes = 0  # activations and their gradients, held across the whole pass
-    transient_bytes = 0  # the largest one-layer temporary (unfolded input + per-sample weight grads)
-    handles = []
-
-    def count(module: nn.Module, args, output) -> None:
-        nonlocal kept_bytes, transient_bytes
-        if isinstance(output, torch.Tensor):
-            kept_bytes += 3 * output.numel() * output.element_size()  # output, its grad, saved input
-        if isinstance(module, WEIGHTED):
-            kh, kw = module.kernel_size if isinstance(module, nn.Conv2d) else (1, 1)
-            cols = args[0][0].numel() * kh * kw
-            transient_bytes = max(transient_bytes, 2 * (cols + module.weight.numel()) * module.weight.element_size())
-
-    for m in net.modules():
-        if len(list(m.children())) == 0:
-            handles.append(m.register_forward_hook(count))
-    try:
-        with torch.no_grad(), per_sample_batch_norm(net):
-            net(inputs[:1])
-    finally:
-        for h in handles:
-            h.remove()
-    budget = memory_budget_mb * 2**20
-    return int(max(1, min(inputs.shape[0], budget // max(1, kept_bytes + transient_bytes))))
+    return _probe(net, inputs).chunk_size(inputs.shape[0], memory_budget_mb)
 
 
 def _chunks(n: int, chunk_size: int) -> Iterator[slice]:
@@ -227,93 +308,295 @@ def _chunks(n: int, chunk_size: int) -> Iterator[slice]:
         yield slice(start, min(n, start + chunk_size))
 
 
+def check_modules(layers: list[tuple[str, nn.Module]]) -> None:
+    """Raise ``HooksUnsupported`` unless every scored module computes exactly what the hooks' formulas
+    assume: the stock Conv2d/Linear forward on its own ``weight`` Parameter, with no forward hook that could
+    change its output, and a Conv2d with numeric zero padding."""
+    global_hooks = getattr(nn.modules.module, "_global_forward_hooks", {})
+    if global_hooks:
+        raise HooksUnsupported("global module forward hooks are registered (they may change layer outputs)")
+    for name, m in layers:
+        base = nn.Conv2d if isinstance(m, nn.Conv2d) else nn.Linear
+        cls = type(m)
+        if cls.forward is not base.forward or (base is nn.Conv2d and cls._conv_forward is not nn.Conv2d._conv_forward):
+            raise HooksUnsupported(f"{_label(name, m)} overrides forward: its weight gradient is not the stock "
+                                   f"{base.__name__}'s")
+        if parametrize.is_parametrized(m) or not isinstance(m.weight, nn.Parameter):
+            raise HooksUnsupported(f"{_label(name, m)}: its weight is computed (parametrization, weight norm, "
+                                   "pruning), not a Parameter")
+        if m._forward_hooks:
+            raise HooksUnsupported(f"{_label(name, m)} has forward hooks (they may change its output)")
+        if base is nn.Conv2d and (isinstance(m.padding, str) or m.padding_mode != "zeros"):
+            raise HooksUnsupported(f"{_label(name, m)}: per-sample gradients need numeric zero padding")
+
+
+def _same_values(a: torch.Tensor, b: torch.Tensor, rtol: float) -> bool:
+    """Same shape, same non-finite positions, finite parts within ``rtol`` of their largest magnitude."""
+    if a.shape != b.shape:
+        return False
+    fa, fb = torch.isfinite(a), torch.isfinite(b)
+    if not torch.equal(fa, fb):
+        return False
+    if not bool(fa.any()):
+        return True
+    a, b = a[fa].double(), b[fb].double()
+    scale = torch.maximum(a.abs().max(), b.abs().max())
+    return bool(((a - b).abs().max() <= rtol * scale).item())
+
+
+class _HooksPass:
+    """One pass of the hooks engine over all chunks, with the checks that make its numbers the loop's.
+
+    Per chunk of n samples: one forward with a hook on every scored-module call and one backward for the
+    input's gradient only; each call's output-gradient hook turns (input, output grad) into per-sample
+    weight gradients and reduces them to sign sums at once. Scored weights require grad during the pass
+    (so the autograd graph shows every use of each weight) but backward computes no weight gradient:
+    only the input's is asked for. Checks, each raising ``HooksUnsupported`` with the module's name:
+
+    - every call's input has the sample in dim 0: its shape is (n, *R) where the same call's input had
+      shape (1, *R) in the probe of sample 0 alone (so sequence-first input, or an input that does not
+      depend on the batch, is refused even when a length equals n), and the output gradient has n rows;
+    - calls come in the probe's order (no data-dependent control flow);
+    - first chunk: sample 0's output equals its output alone (to ``INTERACTION_RTOL``, or
+      ``INTERACTION_RTOL_REDUCED`` under TF32/half precision): samples do not interact (functional
+      ``F.batch_norm``, mixing across dim 0) and nothing is random (dropout);
+    - first chunk: every use of a scored weight in the graph of the loss is inside a hooked call (not,
+      e.g., ``F.linear(x, m.weight)`` as ``nn.MultiheadAttention`` applies ``out_proj``), and every hooked
+      output that reaches the loss gets its gradient (not only through a ``.detach()``-ed input);
+    - every chunk gets as many gradients as the first.
+
+    A weight shared by several modules (tied) is keyed by its Parameter: its per-sample gradients are
+    summed over every call of every module holding it before the sign is taken.
+    """
+
+    def __init__(self, net: nn.Module, layers: list[tuple[str, nn.Module]], probe: _Probe, conv_method: str,
+                 exact: bool):
+        self.net, self.layers, self.probe = net, layers, probe
+        self.conv_method, self.exact = conv_method, exact
+        self.owners = _owners(layers)
+        self.key = {id(m.weight): self.owners[id(m.weight)][0] for _, m in layers if m.weight.requires_grad}
+        self.result = SignSums(engine="hooks")
+        # A weight used in several calls has its per-sample gradient summed over its calls before the sign
+        # is taken; most weights are used once and reduce at once.
+        self.pending: dict[str, torch.Tensor] = {}
+        self.pending_suspect: dict[str, torch.Tensor] = {}
+        self.calls_left: dict[str, int] = {}
+        self.n = 0  # samples in the current chunk
+        self.call = 0  # index of the next scored-module call in this chunk's forward
+        self.first_chunk = True
+        self.claimed: set = set()  # autograd nodes, inside hooked calls, that use a scored weight
+        self.outputs: list[tuple[int, str, object]] = []  # first chunk: (call, label, grad_fn) per hooked output
+        self.fired: set[int] = set()  # indices of this chunk's calls whose output got its gradient
+        self.fired_first = 0
+
+    # -- reduction -------------------------------------------------------------------------------------
+    def _reduce(self, key: str, per_sample: torch.Tensor, suspect: torch.Tensor) -> None:
+        if self.calls_left[key] > 0 or key in self.pending:
+            if key in self.pending:
+                per_sample, suspect = self.pending[key] + per_sample, self.pending_suspect[key] | suspect
+            self.pending[key], self.pending_suspect[key] = per_sample, suspect
+            if self.calls_left[key] == 0:
+                self._flush(key)
+        elif self.exact:
+            self.result.add(key, per_sample)
+        else:
+            self.result.add_unchecked(key, per_sample, suspect)
+
+    def _flush(self, key: str) -> None:
+        per_sample, suspect = self.pending.pop(key), self.pending_suspect.pop(key)
+        if self.exact:
+            self.result.add(key, per_sample)
+        else:
+            self.result.add_unchecked(key, per_sample, suspect | ~torch.isfinite(per_sample.sum()))
+
+    # -- hooks -----------------------------------------------------------------------------------------
+    def forward_hook(self, name: str):
+        def hook(module: nn.Module, args, output) -> None:
+            index, self.call = self.call, self.call + 1
+            key = self.key.get(id(module.weight))
+            if key is None:  # a frozen weight: no gradient in the loop either
+                return
+            label = _label(name, module)
+            if index >= len(self.probe.calls) or self.probe.calls[index][0] != name:
+                raise HooksUnsupported(f"{label}: scored modules are called in another order at batch "
+                                       f"{self.n} than for one sample (data-dependent control flow)")
+            x = args[0] if args else None
+            if not isinstance(x, torch.Tensor):
+                raise HooksUnsupported(f"{label}: called without a positional input tensor")
+            alone = self.probe.calls[index][1]
+            if len(alone) < 2 or alone[0] != 1 or tuple(x.shape) != (self.n, *alone[1:]):
+                raise HooksUnsupported(
+                    f"{label}: its input is {tuple(x.shape)} for {self.n} samples and {alone} for one, so dim 0 "
+                    "is not the sample (sequence-first input, or an input that does not depend on the batch)")
+            if not output.requires_grad:  # computed without grad: no gradient in the loop either
+                return
+            if self.first_chunk:
+                self._claim(module, x, output)
+                self.outputs.append((index, label, output.grad_fn))
+            self.calls_left[key] = self.calls_left.get(key, 0) + 1
+            x = x.detach()
+
+            def on_grad(grad_out: torch.Tensor) -> None:
+                self.fired.add(index)
+                self.calls_left[key] -= 1
+                grad_out = grad_out.detach()
+                if grad_out.shape[0] != self.n:
+                    raise HooksUnsupported(f"{label}: output gradient {tuple(grad_out.shape)} has no row per sample")
+                suspect = (grad_out.new_zeros((), dtype=torch.bool) if self.exact
+                           else may_be_nonfinite(x, grad_out, _terms(module, x, grad_out)))
+                self._reduce(key, per_sample_weight_grad(module, x, grad_out, self.conv_method), suspect)
+
+            output.register_hook(on_grad)
+        return hook
+
+    def _claim(self, module: nn.Module, x: torch.Tensor, output: torch.Tensor) -> None:
+        """Record the autograd nodes of this call (between its output and its input) that use its weight."""
+        stop, weight = x.grad_fn, module.weight
+        stack, seen = [output.grad_fn], set()
+        while stack and len(seen) < 16:  # a stock Conv2d/Linear adds a handful of nodes
+            node = stack.pop()
+            if node is None or node is stop or node in seen:
+                continue
+            seen.add(node)
+            for nxt, _ in node.next_functions:
+                if nxt is None:
+                    continue
+                if hasattr(nxt, "variable"):  # AccumulateGrad of a leaf
+                    if nxt.variable is weight:
+                        self.claimed.add(node)
+                else:
+                    stack.append(nxt)
+
+    # -- first-chunk checks ----------------------------------------------------------------------------
+    def _check_interaction(self, out: torch.Tensor) -> None:
+        alone = self.probe.logits
+        if alone is None or not _same_values(out[:1].detach(), alone, _interaction_rtol(out)):
+            raise HooksUnsupported(
+                "sample 0's output inside the batch differs from its output alone: samples interact "
+                "(e.g. functional F.batch_norm with batch statistics, mixing across dim 0) or the network is random "
+                "(e.g. dropout)")
+
+    def _check_graph(self, loss: torch.Tensor) -> set:
+        """Every use of a scored weight in the loss's graph is inside a hooked call; returns the graph's nodes."""
+        seen, stack = set(), [loss.grad_fn]
+        while stack:
+            node = stack.pop()
+            if node is None or node in seen:
+                continue
+            seen.add(node)
+            for nxt, _ in node.next_functions:
+                if nxt is None:
+                    continue
+                if hasattr(nxt, "variable"):
+                    if id(nxt.variable) in self.key and node not in self.claimed:
+                        names = ", ".join(self.owners[id(nxt.variable)])
+                        raise HooksUnsupported(
+                            f"the weight of {names} is used outside a call of its module ({type(node).__name__}; "
+                            "e.g. F.linear(x, m.weight) as nn.MultiheadAttention applies out_proj, or a weight "
+                            "tied to a non-scored module)")
+                elif nxt not in seen:
+                    stack.append(nxt)
+        return seen
+
+    # -- the pass --------------------------------------------------------------------------------------
+    def run(self, inputs: torch.Tensor, targets: torch.Tensor, chunk_size: int) -> SignSums:
+        params = list(self.net.parameters())
+        requires = [p.requires_grad for p in params]
+        for p in params:
+            p.requires_grad_(id(p) in self.key)
+        handles = [m.register_forward_hook(self.forward_hook(name)) for name, m in self.layers]
+        try:
+            with per_sample_batch_norm(self.net):
+                for part in _chunks(inputs.shape[0], chunk_size):
+                    self._chunk(inputs[part], targets[part])
+        finally:
+            # Autograd nodes held here would keep a graph (and its saved tensors) alive in a reference cycle
+            # through the output hooks, which Python's collector cannot see: drop them.
+            self.claimed.clear()
+            self.outputs.clear()
+            for h in handles:
+                h.remove()
+            for p, r in zip(params, requires):
+                p.requires_grad_(r)
+        _share_tied(self.result, self.owners)
+        return self.result
+
+    def _chunk(self, inputs: torch.Tensor, targets: torch.Tensor) -> None:
+        self.n, self.call = inputs.shape[0], 0
+        self.fired.clear()
+        x = inputs.detach().requires_grad_(True)
+        out = self.net(x)
+        if self.call != len(self.probe.calls):
+            raise HooksUnsupported(f"scored modules are called {self.call} times for {self.n} samples and "
+                                   f"{len(self.probe.calls)} times for one (data-dependent control flow)")
+        if self.first_chunk:
+            self._check_interaction(out)
+        loss = F.cross_entropy(out, targets, reduction="sum")
+        if self.first_chunk and loss.requires_grad:
+            graph = self._check_graph(loss)
+        if loss.requires_grad:
+            torch.autograd.grad(loss, x, allow_unused=True)
+        for key in list(self.pending):  # a weight some of whose calls got no gradient
+            self._flush(key)
+        self.calls_left.clear()
+        if self.first_chunk:
+            missing = ([label for index, label, fn in self.outputs if fn in graph and index not in self.fired]
+                       if loss.requires_grad else [])
+            if missing:
+                raise HooksUnsupported(
+                    f"{missing[0]}: its output reaches the loss but not along a path from the input (e.g. behind "
+                    ".detach()), so its per-sample gradient is unknown")
+            self.fired_first = len(self.fired)
+            self.first_chunk = False
+            self.claimed.clear()
+            self.outputs.clear()
+        elif len(self.fired) != self.fired_first:
+            raise HooksUnsupported(f"{len(self.fired)} layer gradients for a chunk of {self.n} samples against "
+                                   f"{self.fired_first} for the first chunk")
+
+
 def sign_sums_hooks(net: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
                     chunk_size: int | None = None, memory_budget_mb: int = DEFAULT_MEMORY_BUDGET_MB,
-                    conv_method: str = "auto", exact: bool = False) -> SignSums:
+                    conv_method: str = "auto") -> SignSums:
     """Production engine: batched forward+backward per chunk, per-sample grads formed in hooks.
 
-    Per layer the per-sample gradients are reduced to sign sums at once, without the non-finite masking,
-    while a cheap bound (``may_be_nonfinite``) vouches that no entry can be NaN/inf; if any layer's bound
-    fails, the whole pass is redone with exact masking and counting (``exact=True``).
+    Raises ``HooksUnsupported`` (naming the module) where its numbers could differ from the loop's; the
+    checks are listed on ``_HooksPass``. Per layer the per-sample gradients are reduced to sign sums at once,
+    without the non-finite masking, while a cheap bound (``may_be_nonfinite``) vouches that no entry can be
+    NaN/inf; if any layer's bound fails, the whole pass is redone with exact masking and counting.
     """
     net.train()
     layers = weighted_layers(net)
-    result = SignSums()
-    chunk_size = chunk_size or auto_chunk_size(net, inputs, memory_budget_mb)
-    requires = [p.requires_grad for p in net.parameters()]
-    for p in net.parameters():
-        p.requires_grad_(False)
-
-    # A layer called several times in one forward (shared weights) has its per-sample gradient summed
-    # over its calls before the sign is taken; most layers are called once and reduce at once.
-    pending: dict[str, torch.Tensor] = {}
-    pending_suspect: dict[str, torch.Tensor] = {}
-    calls_left: dict[str, int] = {}
-
-    def reduce(name: str, per_sample: torch.Tensor, suspect: torch.Tensor) -> None:
-        if calls_left[name] > 0 or name in pending:
-            if name in pending:
-                per_sample, suspect = pending[name] + per_sample, pending_suspect[name] | suspect
-            pending[name], pending_suspect[name] = per_sample, suspect
-            if calls_left[name] == 0:
-                flush(name)
-        elif exact:
-            result.add(name, per_sample)
-        else:
-            result.add_unchecked(name, per_sample, suspect)
-
-    def flush(name: str) -> None:
-        per_sample, suspect = pending.pop(name), pending_suspect.pop(name)
-        if exact:
-            result.add(name, per_sample)
-        else:
-            result.add_unchecked(name, per_sample, suspect | ~torch.isfinite(per_sample.sum()))
-
-    def make_forward_hook(name: str):
-        def forward_hook(module: nn.Module, args, output: torch.Tensor) -> None:
-            if not output.requires_grad:
-                return
-            calls_left[name] = calls_left.get(name, 0) + 1
-            x = args[0].detach()
-
-            def on_grad(grad_out: torch.Tensor) -> None:
-                calls_left[name] -= 1
-                grad_out = grad_out.detach()
-                suspect = (grad_out.new_zeros((), dtype=torch.bool) if exact
-                           else may_be_nonfinite(x, grad_out, _terms(module, x, grad_out)))
-                reduce(name, per_sample_weight_grad(module, x, grad_out, conv_method), suspect)
-
-            output.register_hook(on_grad)
-        return forward_hook
-
-    handles = [m.register_forward_hook(make_forward_hook(name)) for name, m in layers]
-    try:
-        with per_sample_batch_norm(net):
-            for part in _chunks(inputs.shape[0], chunk_size):
-                x = inputs[part].detach().requires_grad_(True)
-                loss = F.cross_entropy(net(x), targets[part], reduction="sum")
-                torch.autograd.grad(loss, x)
-                for name in list(pending):  # a shared layer some of whose calls got no gradient
-                    flush(name)
-                calls_left.clear()
-    finally:
-        for h in handles:
-            h.remove()
-        for p, r in zip(net.parameters(), requires):
-            p.requires_grad_(r)
-    if not exact and result.suspect:
-        return sign_sums_hooks(net, inputs, targets, chunk_size, memory_budget_mb, conv_method, exact=True)
+    check_modules(layers)
+    probe = _probe(net, inputs)
+    chunk_size = chunk_size or probe.chunk_size(inputs.shape[0], memory_budget_mb)
+    result = _HooksPass(net, layers, probe, conv_method, exact=False).run(inputs, targets, chunk_size)
+    if result.suspect:
+        result = _HooksPass(net, layers, probe, conv_method, exact=True).run(inputs, targets, chunk_size)
     return result
 
 
 def sign_sums_func(net: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
                    chunk_size: int | None = None, memory_budget_mb: int = DEFAULT_MEMORY_BUDGET_MB) -> SignSums:
-    """``torch.func`` engine: vmap(grad(loss of one sample)) over chunks of samples."""
+    """``torch.func`` engine: vmap(grad(loss of one sample)) over chunks of samples.
+
+    Each sample is evaluated alone under vmap, so this equals the loop on any network vmap can run
+    (it raises on random ops, in-place buffer updates and data-dependent control flow). Differentiates
+    each distinct scored weight that requires grad once; a tied weight's gradient covers all its uses.
+    """
     from torch.func import functional_call, grad, vmap
 
     net.train()
     layers = weighted_layers(net)
-    weights = {f"{name}.weight" if name else "weight": m.weight.detach() for name, m in layers}
+    owners = _owners(layers)
+    param_name = {id(p): name for name, p in net.named_parameters()}
+    weights: dict[str, torch.Tensor] = {}
+    key: dict[str, str] = {}  # parameter name -> the first scored module holding it
+    for name, m in layers:
+        pname = param_name.get(id(m.weight))
+        if pname is not None and m.weight.requires_grad and pname not in weights:
+            weights[pname] = m.weight.detach()
+            key[pname] = owners[id(m.weight)][0]
     others = {k: v.detach() for k, v in net.named_parameters() if k not in weights}
     buffers = dict(net.named_buffers())
     chunk_size = chunk_size or auto_chunk_size(net, inputs, memory_budget_mb)
@@ -323,12 +606,13 @@ def sign_sums_func(net: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
         return F.cross_entropy(out, y.unsqueeze(0))
 
     per_sample = vmap(grad(sample_loss), in_dims=(None, 0, 0))
-    result = SignSums()
+    result = SignSums(engine="func")
     with per_sample_batch_norm(net):
         for part in _chunks(inputs.shape[0], chunk_size):
             grads = per_sample(weights, inputs[part], targets[part])
-            for key, g in grads.items():
-                result.add(key[: -len(".weight")] if key.endswith(".weight") else "", g)
+            for pname, g in grads.items():
+                result.add(key[pname], g)
+    _share_tied(result, owners)
     return result
 
 
@@ -337,7 +621,7 @@ def sign_sums_loop(net: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
     """Reference engine: one backward pass per sample at batch size 1 (BatchNorm sees one sample)."""
     net.train()
     layers = weighted_layers(net)
-    result = SignSums()
+    result = SignSums(engine="loop")
     for i in range(inputs.shape[0]):
         net.zero_grad(set_to_none=True)
         loss = F.cross_entropy(net(inputs[i: i + 1]), targets[i: i + 1])
@@ -349,16 +633,51 @@ def sign_sums_loop(net: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
     return result
 
 
+def _out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def _fall_back(net: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, chunk_size: int | None,
+               memory_budget_mb: int, fallback: str, reason: str) -> SignSums:
+    """The exact engine ``fallback`` names (``auto``: func, or the loop where vmap cannot run the network)."""
+    if fallback in ("auto", "func"):
+        try:
+            result = sign_sums_func(net, inputs, targets, chunk_size, memory_budget_mb)
+        except Exception as exc:  # noqa: BLE001 - vmap refuses many things; the loop runs anything
+            if fallback == "func" or _out_of_memory(exc):
+                raise
+            reason = f"{reason}; the func engine cannot run it ({type(exc).__name__}: {str(exc)[:200]})"
+            result = sign_sums_loop(net, inputs, targets, chunk_size, memory_budget_mb)
+    else:
+        result = sign_sums_loop(net, inputs, targets, chunk_size, memory_budget_mb)
+    result.fallback = reason
+    warnings.warn(f"GradSign: the hooks engine cannot vouch for this network ({reason}); "
+                  f"used the exact {result.engine} engine instead", GradSignFallbackWarning, stacklevel=3)
+    return result
+
+
 def sign_sums(net: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, engine: str = "hooks",
               chunk_size: int | None = None, memory_budget_mb: int = DEFAULT_MEMORY_BUDGET_MB,
-              conv_method: str = "auto") -> SignSums:
+              conv_method: str = "auto", fallback: str = "auto") -> SignSums:
     """Sign sums by ``engine``; ``chunk_size`` None = the largest chunk that fits ``memory_budget_mb``;
-    ``conv_method`` picks how the hooks engine forms per-sample conv gradients (``CONV_METHODS``)."""
+    ``conv_method`` picks how the hooks engine forms per-sample conv gradients (``CONV_METHODS``).
+
+    ``fallback`` (hooks engine only): what to do with a network the hooks engine cannot vouch for -
+    ``auto`` (func, or loop where vmap cannot run it), ``func``, ``loop``, or ``error`` (raise
+    ``HooksUnsupported`` naming the module). The result's ``engine`` and ``fallback`` say what happened.
+    """
     if engine not in ENGINES:
         raise ValueError(f"unknown GradSign engine {engine!r}; valid engines: {', '.join(ENGINES)}")
     if conv_method not in CONV_METHODS:
         raise ValueError(f"unknown conv_method {conv_method!r}; valid: {', '.join(CONV_METHODS)}")
+    if fallback not in FALLBACKS:
+        raise ValueError(f"unknown GradSign fallback {fallback!r}; valid: {', '.join(FALLBACKS)}")
     if engine == "hooks":
-        return sign_sums_hooks(net, inputs, targets, chunk_size, memory_budget_mb, conv_method)
+        try:
+            return sign_sums_hooks(net, inputs, targets, chunk_size, memory_budget_mb, conv_method)
+        except HooksUnsupported as exc:
+            if fallback == "error":
+                raise
+            return _fall_back(net, inputs, targets, chunk_size, memory_budget_mb, fallback, str(exc))
     fn = sign_sums_func if engine == "func" else sign_sums_loop
     return fn(net, inputs, targets, chunk_size, memory_budget_mb)

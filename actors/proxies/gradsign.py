@@ -5,6 +5,10 @@ gradient of cross_entropy(f(x_i), y_i) for sample i alone, taken at initialisati
 BatchNorm normalising each sample by its own statistics. sign(0) = 0; non-finite g_ik are left out of
 the inner sum and counted on the returned ``Score``. Higher is better (more samples agree).
 Data: the actor's labelled batch. Biases and BatchNorm parameters are not scored.
+
+The default ``hooks`` engine refuses networks it cannot vouch for (see ``actors.per_sample``) and
+``fallback`` says what then computes the score; the returned ``Score`` carries ``engine`` (which engine
+did) and ``fallback`` (why the hooks engine handed over, or None).
 """
 
 from __future__ import annotations
@@ -12,22 +16,28 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..per_sample import CONV_METHODS, DEFAULT_MEMORY_BUDGET_MB, ENGINES, sign_sums
+from ..per_sample import CONV_METHODS, DEFAULT_MEMORY_BUDGET_MB, ENGINES, FALLBACKS, sign_sums
 from .base import Score, register
 
 
 @register("gradsign")
 def make(engine: str = "hooks", chunk_size: int | None = None, memory_budget_mb: int = DEFAULT_MEMORY_BUDGET_MB,
-         conv_method: str = "auto"):
+         conv_method: str = "auto", fallback: str = "auto"):
     """Options: ``engine`` (hooks | func | loop), ``chunk_size`` (samples per batched pass; None = auto),
-    ``memory_budget_mb`` (what auto may use per chunk), ``conv_method`` (auto | grouped | unfold)."""
+    ``memory_budget_mb`` (what auto may use per chunk), ``conv_method`` (auto | grouped | unfold),
+    ``fallback`` (for a network the hooks engine refuses: auto = func, or loop where vmap cannot run it |
+    func | loop | error = raise ``HooksUnsupported`` naming the module)."""
     if engine not in ENGINES:
         raise ValueError(f"unknown GradSign engine {engine!r}; valid engines: {', '.join(ENGINES)}")
     if conv_method not in CONV_METHODS:
         raise ValueError(f"unknown conv_method {conv_method!r}; valid: {', '.join(CONV_METHODS)}")
+    if fallback not in FALLBACKS:
+        raise ValueError(f"unknown GradSign fallback {fallback!r}; valid: {', '.join(FALLBACKS)}")
 
     def gradsign(net: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> Score:
-        sums = sign_sums(net, inputs, targets, engine, chunk_size, memory_budget_mb, conv_method)
-        return Score(sums.score(), nonfinite=sums.nonfinite)
+        sums = sign_sums(net, inputs, targets, engine, chunk_size, memory_budget_mb, conv_method, fallback)
+        score = Score(sums.score(), nonfinite=sums.nonfinite)
+        score.engine, score.fallback = sums.engine, sums.fallback
+        return score
 
     return gradsign
