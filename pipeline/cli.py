@@ -1,4 +1,5 @@
-"""``gradsign score CONFIG [--set key=value ...]``, ``gradsign report RUN_DIR``, ``gradsign compare RUN_DIR...``.
+"""``gradsign score CONFIG [--set key=value ...]``, ``gradsign report RUN_DIR``, ``gradsign compare RUN_DIR...``,
+``gradsign search CONFIG [--set key=value ...]``.
 
 Exit status: 0 all requested archs scored; 3 the run finished but some archs failed (see summary.json);
 2 bad input (config, data, arch list, ground truth, run folder) - one message, nothing written that
@@ -26,6 +27,10 @@ def _parser() -> argparse.ArgumentParser:
     compare = sub.add_parser("compare", help="proxy x dataset correlation table across run folders")
     compare.add_argument("run_dirs", nargs="+")
     compare.add_argument("--output", help="also write the Markdown table here")
+    search = sub.add_parser("search", help="NAS searches (RS, REA, REINFORCE, BOHB; vanilla and G-variant) on score tables")
+    search.add_argument("config", help="search config YAML (see configs/search-*.yaml)")
+    search.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set runs=50 (repeatable)")
     return parser
 
 
@@ -43,6 +48,10 @@ def _print_summary(summary: dict, run_dir: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "search":
+        from .search_run import main_search
+
+        return main_search(args.config, args.overrides)
     from . import config as config_mod
     from .run import recompute, run
 
