@@ -9,7 +9,8 @@ Rules (the same for every algorithm):
   proposal falls back to the first candidate (the one the vanilla algorithm would have drawn) only when
   none of the N has a score.
 - proxy cost (``charge``): ``None`` charges nothing (the paper's protocol); ``"measured"`` charges each arch
-  its measured scoring seconds (0 where none is known); a number charges that many seconds per arch.
+  its measured scoring seconds (0 where none is known); a number charges that many seconds per scored
+  arch (an arch without a score costs nothing: the table never scored it).
   An arch is charged once per run, the first time it is scored (a search keeps the scores it computed).
 - the incumbent (the pick) is the queried arch with the best signal among the queries the algorithm marks
   eligible (all, except BOHB's lower-budget rungs); ties go to the earliest; with no eligible query yet,
@@ -46,6 +47,7 @@ class Trial:
         self.archs: list[int] = []
         self.valids: list[float] = []
         self.times: list[float] = []
+        self.eligible: list[bool] = []
         self.best: list[int] = []  # incumbent's position in ``archs`` after each query
         self._eligible_best = -1
         self._any_best = -1
@@ -90,6 +92,7 @@ class Trial:
         self.archs.append(arch)
         self.valids.append(valid)
         self.times.append(self.spent)
+        self.eligible.append(bool(eligible))
         if self._any_best < 0 or valid > self.valids[self._any_best]:
             self._any_best = k
         if eligible and (self._eligible_best < 0 or valid > self.valids[self._eligible_best]):
