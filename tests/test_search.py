@@ -106,7 +106,7 @@ def test_budget_accounting_stops_before_exceeding(algorithm, guided, bench, nasw
     assert trial.spent + bench.cost[trial.refused] + trial._pending > budget
     if guided:
         # 2 s per distinct scored arch, charged with the next query (the refused one's share is pending)
-        assert trial.proxy_spent == pytest.approx(2.0 * len(trial._scored) - trial._pending) > 0
+        assert trial.proxy_spent > 0 and trial.proxy_spent == pytest.approx(2.0 * len(trial._scored) - trial._pending)
 
 
 def test_trial_charges_each_arch_once_and_refuses_the_query_past_the_budget(bench, naswot):
