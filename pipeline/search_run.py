@@ -335,9 +335,10 @@ def _report(cfg: dict, summary: dict, datasets: list[str], plot: str | None) -> 
         lines.append(f"- proxy `{name}`: {cov['scored']:,} of {cov['of']:,} archs scored (`{cov['source']}`); "
                      "G-variants rank an arch without a score below every scored one.")
     if cfg["charge_proxy"] is not None:
-        lines.append(f"- `charged` rows: the proxy's cost is charged to the budget ({cfg['charge_proxy']}: "
-                     "measured seconds per scored arch, each arch once per run)." if cfg["charge_proxy"] == "measured"
-                     else f"- `charged` rows: {cfg['charge_proxy']} s per scored arch, once per arch per run.")
+        lines.append("- `charged` rows: the proxy's cost is charged to the budget: "
+                     + ("each arch's measured scoring seconds" if cfg["charge_proxy"] == "measured"
+                        else f"{cfg['charge_proxy']} s per scored arch")
+                     + ", once per arch per run, with the query it led to.")
     if cfg["warm_start"]["path"]:
         lines.append(f"- warm start: the first {cfg['warm_start']['count']} archs of `{cfg['warm_start']['path']}` "
                      "are queried first.")
