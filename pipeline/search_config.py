@@ -29,7 +29,6 @@ DEFAULTS: dict[str, Any] = {
     "proposals": 10,  # N of the G-variants' best-of-N
     "compare_vanilla": True,  # with a proxy, also run the vanilla algorithms on the same seeds
     "charge_proxy": None,  # null | "measured" | seconds per scored arch; set: G-variants run free AND charged
-    "unscored": "worst",  # how a G-variant treats an arch without a score (the only rule: worst)
     "warm_start": {"path": None, "count": 10},
     "algorithm": ["random", "rea", "reinforce", "bohb"],
     **{name: copy.deepcopy(params) for name, params in DEFAULT_PARAMS.items() if params},
@@ -125,8 +124,6 @@ def validate(cfg: dict) -> dict:
         _number(cfg, "charge_proxy", 0)
     if charge is not None and cfg["proxy"] is None:
         raise ConfigError("config key 'charge_proxy' needs a 'proxy' (the vanilla algorithms score nothing)")
-    if cfg["unscored"] != "worst":
-        raise ConfigError(f"config key 'unscored' must be 'worst', got {cfg['unscored']!r}")
     if not isinstance(cfg["compare_vanilla"], bool):
         raise ConfigError(f"config key 'compare_vanilla' must be true or false, got {cfg['compare_vanilla']!r}")
     warm = cfg["warm_start"]

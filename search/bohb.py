@@ -24,6 +24,11 @@ level; it returns the draw with the smallest ``max(1e-32, bad(x)) / max(good(x),
 ratio is not finite but whose good density is, is taken at once). ``bandwidth_factor`` widens only
 continuous variables in hpbandster, so it has no effect on this all-categorical space.
 
+Why not hpbandster itself: its last release (0.7.4) is from 2018 and unmaintained; it would bring
+statsmodels, pandas, ConfigSpace, Pyro4 and netifaces (a C build), start a Pyro4 name server and worker
+threads per run, draw from the global numpy/random state (no per-run generator, so no determinism per
+(seed, run) across Ray workers), and its G-variant needs the GradSign authors' patch of its source.
+
 G-variant (the GradSign paper's patched hpbandster): the proposal is replaced by the best-scored of N
 distinct uniformly random archs; the model is not consulted (so it is not fitted).
 """
