@@ -1,5 +1,6 @@
 """``gradsign score CONFIG [--set key=value ...]``, ``gradsign report RUN_DIR``, ``gradsign compare RUN_DIR...``,
-``gradsign truth nb201 FILE.pth [-o TABLE.parquet]``.
+``gradsign truth nb201 FILE.pth [-o TABLE.parquet]``,
+``gradsign search CONFIG [--set key=value ...]``.
 
 Exit status: 0 all requested archs scored; 3 the run finished but some archs failed (see summary.json);
 2 bad input (config, data, arch list, ground truth, run folder) - one message, nothing written that
@@ -35,6 +36,10 @@ def _parser() -> argparse.ArgumentParser:
                        "ground_truth.path: FILE.pth uses (next to the file, else ~/.cache/gradsign)")
     nb201.add_argument("--trust-pickle", action="store_true",
                        help="unpickle without the allow-list of classes (only for a file you trust)")
+    search = sub.add_parser("search", help="NAS searches (RS, REA, REINFORCE, BOHB; vanilla and G-variant) on score tables")
+    search.add_argument("config", help="search config YAML (see configs/search-*.yaml)")
+    search.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set runs=50 (repeatable)")
     return parser
 
 
@@ -60,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             print(f"gradsign: error: {exc}", file=sys.stderr)
             return EXIT_BAD_INPUT
+    if args.command == "search":
+        from .search_run import main_search
+
+        return main_search(args.config, args.overrides)
     from . import config as config_mod
     from .run import recompute, run
 

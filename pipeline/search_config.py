@@ -1,0 +1,190 @@
+"""Search configs (``gradsign search CONFIG.yaml``): YAML over defaults, ``--set`` overrides, validation.
+
+Same rules as run configs (``pipeline/config.py``): every key has a default, an unknown key is an error
+naming the valid ones, strings may use ``${VAR}`` / ``${VAR:-default}``. A few keys take a short form:
+``algorithm: rea`` (or a list), ``proxy: gradsign`` (or a list, or null), ``warm_start: PATH`` (= ``{path:
+PATH}``).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from search.run import ALGORITHMS, DEFAULT_PARAMS
+
+from .config import ConfigError, _expand, _merge, _nest, parse_override
+
+_DATA = "${GRADSIGN_DATA:-../shared/data}"
+
+DEFAULTS: dict[str, Any] = {
+    "name": "search",
+    "space": "nb201",
+    "scores": None,  # a run folder (config.yaml + scores/*.parquet) or a Parquet/CSV with `arch` + proxy columns
+    "proxy": None,  # a score column, a list of them, or null (vanilla algorithms only)
+    "proposals": 10,  # N of the G-variants' best-of-N
+    "compare_vanilla": True,  # with a proxy, also run the vanilla algorithms on the same seeds
+    "charge_proxy": None,  # null | "measured" | seconds per scored arch; set: G-variants run free AND charged
+    "warm_start": {"path": None, "count": 10},
+    "algorithm": ["random", "rea", "reinforce", "bohb"],
+    **{name: copy.deepcopy(params) for name, params in DEFAULT_PARAMS.items() if params},
+    "benchmark": {
+        "search": {"path": f"{_DATA}/nb201_cifar10_hp12.csv", "valid": "cifar10_valid_12ep",
+                   "cost": "train_seconds_12ep"},
+        "final": {"path": f"{_DATA}/nb201_accuracy.csv",
+                  "columns": {"cifar10": "cifar10_test", "cifar100": "cifar100_test",
+                              "imagenet16-120": "imagenet16_120_test"}},
+    },
+    "budget_seconds": 12000,
+    "runs": 500,
+    "seed": 0,
+    "ray": {"address": None, "num_workers": 2, "runs_per_task": 50, "object_store_mb": 256},
+    "output": None,
+    "progress": True,
+}
+
+# Keys whose value is a free mapping (not merged key by key against defaults).
+_FREE = ("benchmark.final.columns",)
+
+
+def _merge_search(base: dict, override: dict, where: str = "") -> dict:
+    for key, value in override.items():
+        path = f"{where}{key}"
+        if path in _FREE:
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key {path!r} must map dataset names to columns, got {value!r}")
+            base[key] = dict(value)
+        elif key == "warm_start" and not where and not isinstance(value, dict):
+            base[key] = {"path": value, "count": base[key]["count"]}
+        elif key in base and isinstance(base[key], dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key {path!r} must be a mapping, got {value!r}")
+            _merge_search(base[key], value, f"{path}.")
+        else:
+            _merge(base, {key: value}, where)
+    return base
+
+
+def _number(cfg: dict, dotted: str, low: float | None = None, high: float | None = None,
+            integer: bool = False, optional: bool = False, low_open: bool = False) -> None:
+    node = cfg
+    *parents, leaf = dotted.split(".")
+    for p in parents:
+        node = node[p]
+    value = node[leaf]
+    if value is None and optional:
+        return
+    kind = "an integer" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
+        raise ConfigError(f"config key {dotted!r} must be {kind}, got {value!r}")
+    if not math.isfinite(value):
+        raise ConfigError(f"config key {dotted!r} must be finite, got {value!r}")
+    if low is not None and (value <= low if low_open else value < low):
+        raise ConfigError(f"config key {dotted!r} must be {'>' if low_open else '>='} {low}, got {value}")
+    if high is not None and value > high:
+        raise ConfigError(f"config key {dotted!r} must be <= {high}, got {value}")
+
+
+def _names(cfg: dict, key: str, allow_null: bool) -> list:
+    value = cfg[key]
+    if value is None:
+        if not allow_null:
+            raise ConfigError(f"config key {key!r} must name at least one, got null")
+        return []
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"config key {key!r} must be a name or a non-empty list of names, got {value!r}")
+    if len(set(value)) != len(value):
+        raise ConfigError(f"config key {key!r} lists a name twice: {value}")
+    return value
+
+
+def validate(cfg: dict) -> dict:
+    """Check types and ranges, normalise short forms, fill ``output``; return ``cfg``."""
+    algorithms = cfg["algorithm"] = _names(cfg, "algorithm", allow_null=False)
+    for name in algorithms:
+        if name not in ALGORITHMS:
+            raise ConfigError(f"unknown algorithm {name!r} in 'algorithm'; valid: {', '.join(ALGORITHMS)}")
+    cfg["proxy"] = _names(cfg, "proxy", allow_null=True) or None
+    if cfg["proxy"] is not None and cfg["scores"] is None:
+        raise ConfigError("config key 'scores' is required when 'proxy' is set (a run folder or a score table)")
+    _number(cfg, "proposals", 1, integer=True)
+    _number(cfg, "budget_seconds", 0, low_open=True)
+    _number(cfg, "runs", 1, integer=True)
+    _number(cfg, "seed", 0, integer=True)
+    charge = cfg["charge_proxy"]
+    if charge is False:
+        charge = cfg["charge_proxy"] = None
+    if charge is not None and charge != "measured":
+        _number(cfg, "charge_proxy", 0)
+    if charge is not None and cfg["proxy"] is None:
+        raise ConfigError("config key 'charge_proxy' needs a 'proxy' (the vanilla algorithms score nothing)")
+    if not isinstance(cfg["compare_vanilla"], bool):
+        raise ConfigError(f"config key 'compare_vanilla' must be true or false, got {cfg['compare_vanilla']!r}")
+    warm = cfg["warm_start"]
+    if warm["path"] is not None and not isinstance(warm["path"], str):
+        raise ConfigError(f"config key 'warm_start.path' must be a file path or null, got {warm['path']!r}")
+    _number(cfg, "warm_start.count", 1, integer=True)
+    _number(cfg, "rea.population", 1, integer=True)
+    _number(cfg, "rea.tournament", 1, cfg["rea"]["population"], integer=True)
+    _number(cfg, "reinforce.learning_rate", 0, low_open=True)
+    _number(cfg, "reinforce.baseline_momentum", 0, 1)
+    if cfg["reinforce"]["baseline_momentum"] >= 1:
+        raise ConfigError("config key 'reinforce.baseline_momentum' must be < 1")
+    b = cfg["bohb"]
+    _number(cfg, "bohb.eta", 1, low_open=True)
+    _number(cfg, "bohb.min_budget", 0, low_open=True)
+    _number(cfg, "bohb.max_budget", b["min_budget"])
+    _number(cfg, "bohb.iterations", 1, integer=True)
+    _number(cfg, "bohb.top_n_percent", 1, 99, integer=True)
+    _number(cfg, "bohb.num_samples", 1, integer=True)
+    _number(cfg, "bohb.random_fraction", 0, 1)
+    _number(cfg, "bohb.bandwidth_factor", 0)
+    _number(cfg, "bohb.min_bandwidth", 0)
+    _number(cfg, "bohb.min_points_in_model", 1, integer=True, optional=True)
+    bench = cfg["benchmark"]
+    for key in ("path", "valid", "cost"):
+        if not isinstance(bench["search"][key], str) or not bench["search"][key]:
+            raise ConfigError(f"config key 'benchmark.search.{key}' must be a non-empty string")
+    if not isinstance(bench["final"]["path"], str) or not bench["final"]["path"]:
+        raise ConfigError("config key 'benchmark.final.path' must be a file path")
+    columns = bench["final"]["columns"]
+    if not columns or not all(isinstance(k, str) and isinstance(v, str) for k, v in columns.items()):
+        raise ConfigError(f"config key 'benchmark.final.columns' must map dataset names to columns, got {columns!r}")
+    _number(cfg, "ray.num_workers", 0, integer=True)
+    _number(cfg, "ray.runs_per_task", 1, integer=True)
+    _number(cfg, "ray.object_store_mb", 64, integer=True)
+    if cfg["output"] is None:
+        cfg["output"] = str(Path("runs") / str(cfg["name"]))
+    return cfg
+
+
+def resolve(path: str | Path | None = None, overrides: Iterable[str] = (), base: dict | None = None) -> dict:
+    """Defaults <- YAML at ``path`` <- ``base`` <- ``--set`` overrides; validated."""
+    cfg = copy.deepcopy(DEFAULTS)
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at top level")
+        _merge_search(cfg, loaded)
+    if base:
+        _merge_search(cfg, copy.deepcopy(base))
+    for text in overrides:
+        keys, value = parse_override(text)
+        _merge_search(cfg, _nest(keys, value))
+    return validate(_expand(cfg))
+
+
+def dump(cfg: dict) -> str:
+    return yaml.safe_dump(cfg, sort_keys=False)

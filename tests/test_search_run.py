@@ -1,0 +1,167 @@
+"""The search runner and ``gradsign search``: inputs (score tables, run folders, candidate lists), outputs,
+identical results for any number of workers (in-process, Ray with 1 and 2 workers), bad configs named."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import spaces
+from pipeline import search_config, search_run
+from pipeline.cli import main
+from pipeline.config import ConfigError
+
+SMOKE = "configs/search-nb201-smoke.yaml"
+
+
+def _sets(data_dir: Path, tmp_path: Path, *extra: str) -> list[str]:
+    return [f"scores={data_dir}/nb201_naswot_cifar10.csv",
+            f"benchmark.search.path={data_dir}/nb201_cifar10_hp12.csv",
+            f"benchmark.final.path={data_dir}/nb201_accuracy.csv", "progress=false",
+            f"output={tmp_path / 'out'}", *extra]
+
+
+def _cfg(data_dir, tmp_path, *extra):
+    return search_config.resolve(SMOKE, _sets(data_dir, tmp_path, *extra))
+
+
+@pytest.mark.ray
+def test_results_identical_for_any_number_of_workers(data_dir, tmp_path, ray_cluster):
+    tables = []
+    for workers in (0, 1, 2):
+        cfg = _cfg(data_dir, tmp_path / f"w{workers}", "algorithm=[random, rea, reinforce, bohb]", "runs=5",
+                   "budget_seconds=2500", "ray.runs_per_task=2", f"ray.num_workers={workers}",
+                   "charge_proxy=1.5")
+        result = search_run.run(cfg)
+        tables.append((pq.read_table(result.output / "runs.parquet"),
+                       pq.read_table(result.output / "trajectories.parquet")))
+    runs0, traj0 = tables[0]
+    assert runs0.num_rows == 4 * 3 * 5  # 4 algorithms x (vanilla, G, G charged) x 5 runs
+    for runs, traj in tables[1:]:
+        assert runs.equals(runs0) and traj.equals(traj0)
+    # charged G-variants spent proxy seconds; no run went past its budget
+    rows = runs0.to_pylist()
+    assert all(r["simulated_seconds"] <= 2500 for r in rows)
+    assert all((r["proxy_seconds"] > 0) == (r["charge_proxy"] is not None) for r in rows)
+
+
+@pytest.mark.ray
+def test_cli_search_through_ray_writes_every_output(data_dir, tmp_path, ray_cluster, capsys):
+    args = ["search", SMOKE]
+    for s in _sets(data_dir, tmp_path, "runs=4", "budget_seconds=1500"):
+        args += ["--set", s]
+    code = main(args)
+    assert code == 0
+    out = tmp_path / "out"
+    for name in ("config.yaml", "runs.parquet", "trajectories.parquet", "summary.json", "report.md",
+                 "plots/search.png"):
+        assert (out / name).is_file(), name
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["variants"]) == {"RS", "G-RS[naswot_score]", "REA", "G-REA[naswot_score]"}
+    assert summary["scores"]["naswot_score"]["scored"] == 15625 - 341
+    report = (out / "report.md").read_text()
+    assert "| REA | 4 |" in report and "optimum" in report
+    traj = pq.read_table(out / "trajectories.parquet")
+    assert {"variant", "run", "step", "arch", "validation", "simulated_seconds", "best_validation",
+            "best_cifar10_test"} <= set(traj.column_names)
+    runs = pq.read_table(out / "runs.parquet").to_pylist()
+    nb = spaces.get("nb201")
+    assert all(nb.arch_id(r["pick_arch"]) == r["pick_arch_id"] for r in runs)
+    assert "search folder" in capsys.readouterr().out
+
+
+def _write_run_folder(path: Path, data_dir: Path) -> Path:
+    """A small run folder like `gradsign score` writes: 3 score shards, one failed row, one flagged row."""
+    nb = spaces.get("nb201")
+    (path / "scores").mkdir(parents=True)
+    (path / "config.yaml").write_text("name: tiny\nproxies: [gradsign]\n")
+    rng = np.random.default_rng(0)
+    ids = np.sort(rng.choice(15625, size=300, replace=False))
+    for k, part in enumerate(np.array_split(ids, 3)):
+        n = part.size
+        error = [None] * n
+        nonfinite = [None] * n
+        if k == 0:
+            error[0], nonfinite[1] = "RuntimeError: boom", "gradsign:3"
+        pq.write_table(pa.table({"arch_id": part, "arch": [nb.arch(int(i)) for i in part],
+                                 "gradsign": rng.random(n), "nonfinite": pa.array(nonfinite, pa.string()),
+                                 "seconds": np.full(n, 1.25), "error": pa.array(error, pa.string())}),
+                       path / "scores" / f"part-{k:05d}.parquet")
+    return path
+
+
+def test_scores_from_a_partial_run_folder_and_a_warm_start_list(data_dir, tmp_path):
+    folder = _write_run_folder(tmp_path / "run", data_dir)
+    nb = spaces.get("nb201")
+    scores = search_run.load_scores(folder, ["gradsign"], nb)["gradsign"]
+    assert scores.coverage == 298  # the failed and the flagged row have no usable score
+    assert np.nansum(scores.seconds) == pytest.approx(300 * 1.25)
+    # a topk.jsonl in reverse rank order: the list is read by rank
+    top = pq.read_table(folder / "scores" / "part-00001.parquet").slice(0, 5).to_pylist()
+    lines = [json.dumps({"rank": 5 - k, "arch_id": r["arch_id"], "arch": r["arch"]}) for k, r in enumerate(top)]
+    (tmp_path / "topk.jsonl").write_text("\n".join(lines) + "\n")
+    warm = search_run.load_warm(tmp_path / "topk.jsonl", 3, nb)
+    assert warm == [top[4]["arch_id"], top[3]["arch_id"], top[2]["arch_id"]]
+    cfg = _cfg(data_dir, tmp_path, f"scores={folder}", "proxy=gradsign", "algorithm=[rea, bohb]", "runs=3",
+               "budget_seconds=2000", "ray.num_workers=0", "charge_proxy=measured",
+               f"warm_start={tmp_path / 'topk.jsonl'}", "warm_start.count=3")
+    result = search_run.run(cfg)
+    traj = pq.read_table(result.output / "trajectories.parquet").to_pylist()
+    for label in ("REA warm", "G-REA warm", "G-REA charged warm", "BOHB warm", "G-BOHB charged warm"):
+        for run in range(3):
+            first = [r["arch_id"] for r in traj if r["variant"] == label and r["run"] == run][:3]
+            assert first == warm, label
+    summary = json.loads((result.output / "summary.json").read_text())
+    assert summary["variants"]["G-REA charged warm"]["proxy_seconds"]["mean"] > 0
+    assert summary["scores"]["gradsign"]["scored"] == 298
+
+
+@pytest.mark.parametrize("sets, message", [
+    (["algorithms=[rea]"], "unknown config key 'algorithms'"),
+    (["algorithm=[rea, dart]"], "unknown algorithm 'dart'"),
+    (["proposals=0"], "'proposals' must be >= 1"),
+    (["proxy=null", "charge_proxy=measured"], "'charge_proxy' needs a 'proxy'"),
+    (["charge_proxy=sometimes"], "'charge_proxy' must be a number"),
+    (["rea.tournament=11"], "'rea.tournament' must be <= 10"),
+    (["bohb.max_budget=5"], "'bohb.max_budget' must be >= 12"),
+    (["budget_seconds=0"], "'budget_seconds' must be > 0"),
+    (["runs=1.5"], "'runs' must be an integer"),
+    (["reinforce.baseline_momentum=1"], "'reinforce.baseline_momentum' must be < 1"),
+    (["ray.num_workers=-1"], "'ray.num_workers' must be >= 0"),
+    (["benchmark.final.columns=cifar10"], "'benchmark.final.columns' must map"),
+])
+def test_bad_configs_are_named(data_dir, tmp_path, sets, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):
+        _cfg(data_dir, tmp_path, *sets)
+
+
+@pytest.mark.parametrize("sets, message", [
+    (["proxy=gradsign"], "has no column 'gradsign'; its columns: index, arch, cifar10_valid"),
+    (["scores=/nonexistent/scores.csv"], "score table not found: /nonexistent/scores.csv"),
+    (["benchmark.search.valid=cifar10_valid_200ep"], "has no column 'cifar10_valid_200ep'"),
+    (["warm_start=/nonexistent/topk.jsonl"], "candidate list not found"),
+])
+def test_bad_inputs_are_named_before_any_run(data_dir, tmp_path, sets, message, capsys):
+    args = ["search", SMOKE]
+    for s in _sets(data_dir, tmp_path, "ray.num_workers=0", *sets):
+        args += ["--set", s]
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out" / "runs.parquet").exists()
+
+
+def test_bad_warm_start_line_and_run_folder_without_scores(data_dir, tmp_path):
+    nb = spaces.get("nb201")
+    bad = tmp_path / "list.txt"
+    bad.write_text("|none~0|+|none~0|none~1|+|none~0|none~1|none~2|\n|conv~0|+|x|\n")
+    with pytest.raises(search_run.ScoreTableError, match="row 1"):
+        search_run.load_warm(bad, 5, nb)
+    (tmp_path / "empty" / "scores").mkdir(parents=True)
+    (tmp_path / "empty" / "config.yaml").write_text("name: x\n")
+    with pytest.raises(search_run.ScoreTableError, match="has no committed scores"):
+        search_run.load_scores(tmp_path / "empty", ["gradsign"], nb)
