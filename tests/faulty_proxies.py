@@ -46,3 +46,55 @@ def make_nonfinite(**_):
     def proxy(net, inputs, targets):
         return Score(_params(net), nonfinite=7 if _first_op(net) == "Zero" else 0)
     return proxy
+
+
+@register("flaky_while_marker")
+def make_flaky(marker: str = ""):
+    """Fails (a transient error) on every arch while the file ``marker`` exists."""
+    def proxy(net, inputs, targets):
+        if marker and os.path.exists(marker):
+            raise RuntimeError("simulated transient failure")
+        return _params(net)
+    return proxy
+
+
+@register("oom_above_budget")
+def make_oom(memory_budget_mb: int = 2048, limit_mb: int = 512):
+    """Runs out of memory unless its memory budget is at most ``limit_mb`` (like a chunked engine)."""
+    def proxy(net, inputs, targets):
+        if memory_budget_mb > limit_mb:
+            raise torch.OutOfMemoryError(f"simulated out of memory at a {memory_budget_mb} MB budget")
+        return _params(net)
+    return proxy
+
+
+class SimulatedCrash(BaseException):
+    """Escapes the scorer's per-arch ``except Exception``: the call itself fails (a RayTaskError)."""
+
+
+@register("escapes_on_pool")
+def make_escapes(**_):
+    def proxy(net, inputs, targets):
+        if _first_op(net) == "AvgPool2d":
+            raise SimulatedCrash("simulated scorer bug")
+        return _params(net)
+    return proxy
+
+
+@register("hangs_on_pool")
+def make_hangs(**_):
+    def proxy(net, inputs, targets):
+        if _first_op(net) == "AvgPool2d":
+            import time
+            time.sleep(3600)
+        return _params(net)
+    return proxy
+
+
+@register("sleeps")
+def make_sleeps(seconds: float = 2.0):
+    def proxy(net, inputs, targets):
+        import time
+        time.sleep(seconds)
+        return _params(net)
+    return proxy
