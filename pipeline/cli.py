@@ -4,7 +4,7 @@
 
 Exit status: 0 all requested archs scored; 3 the run finished but some archs failed (see summary.json);
 2 bad input (config, data, arch list, ground truth, run folder) - one message, nothing written that
-looks complete; 1 anything unexpected.
+looks complete; 1 anything unexpected (or no scorer actor could start: one message naming the cause).
 """
 
 from __future__ import annotations
@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return main_search(args.config, args.overrides)
     from . import config as config_mod
+    from .dispatch import ActorStartError
     from .run import recompute, run
 
     if args.command == "compare":
@@ -95,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"gradsign: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except ActorStartError as exc:  # no actor could start: nothing lost, the committed shards stay
+        print(f"gradsign: error: {exc}", file=sys.stderr)
+        return EXIT_CRASH
     _print_summary(summary, run_dir)
     if summary["archs"]["failed"] or summary["archs"]["missing"]:
         first = summary.get("first_errors") or []
