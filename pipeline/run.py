@@ -30,6 +30,7 @@ from .progress import Progress
 from .reducer import Reducer
 from .report import write_outputs
 from .shards import iter_shards, part_name, read_arch_list, read_complete, remove_temporaries, write_atomic
+from .space_cache import get_space
 
 
 class RunFolderError(ValueError):
@@ -66,7 +67,7 @@ def prepare(cfg: dict) -> tuple[dict, Path]:
             proxy_registry.get(name, **cfg["proxy_options"][name])  # bad options fail here, not in an actor
         except TypeError as exc:
             raise config_mod.ConfigError(f"proxy_options.{name}: {exc}") from None
-    space = spaces.get(cfg["space"])
+    space = get_space(cfg["space"])  # plugins above may register it; NB101's table from the user's cache
     dataset_info(cfg["dataset"])
     if cfg["sample"]["archs"] is not None:
         read_arch_list(cfg["sample"]["archs"], space)  # a malformed line fails here, before any file is made
@@ -123,20 +124,23 @@ def _make_actor(cfg: dict, batch_ref, labels_ref, num_classes: int):
                          plugins=cfg["plugins"])
 
 
-def _failed_rows(shard: pa.Table, proxies: list[str], error: str) -> pa.Table:
+def _failed_rows(shard: pa.Table, proxies: list[str], error: str, key_column: str | None = None) -> pa.Table:
     n = shard.num_rows
     columns = {"arch_id": shard.column("arch_id"), "arch": shard.column("arch")}
+    if key_column is not None:
+        columns[key_column] = (shard.column(key_column) if key_column in shard.column_names
+                               else pa.nulls(n, pa.string()))
     columns.update({p: pa.array([math.nan] * n, pa.float64()) for p in proxies})
     columns.update({"nonfinite": pa.nulls(n, pa.string()), "seconds": pa.array([0.0] * n, pa.float64()),
                     "error": pa.array([error] * n, pa.string())})
-    return pa.table(columns, schema=score_schema(proxies))
+    return pa.table(columns, schema=score_schema(proxies, key_column))
 
 
 def run(cfg: dict) -> RunResult:
     """Score what ``cfg`` asks for; resumable; returns the run folder and its summary."""
     started = time.perf_counter()
     cfg, run_dir = prepare(cfg)
-    space = spaces.get(cfg["space"])
+    space = get_space(cfg["space"])
     info = dataset_info(cfg["dataset"])
     batch = load_batch(cfg["data"]["path"], info.name, cfg["data"]["batch_size"], cfg["data"]["seed"],
                        cfg["data"]["split"])
@@ -148,7 +152,7 @@ def run(cfg: dict) -> RunResult:
     (run_dir / "scores").mkdir(exist_ok=True)
     remove_temporaries(run_dir)  # half-written files of a run that was killed
     (run_dir / "config.yaml").write_text(config_mod.dump(cfg))
-    schema = score_schema(cfg["proxies"])
+    schema = score_schema(cfg["proxies"], spaces.key_column(space))
     reducer = Reducer(cfg["proxies"], space, truth, cfg["topk"], cfg["topk_by"])
 
     # Stream the shards: write each input shard, keep only the indices of those still to score.
@@ -268,7 +272,8 @@ def _dispatch(cfg, run_dir, batch, num_classes, todo, sizes, schema, reducer, pr
             if row is not None:  # a single arch that took its actor down again: record it
                 single_results.setdefault(index, {})[row] = _failed_rows(
                     read_shard(index).slice(row, 1), cfg["proxies"],
-                    f"ActorDiedError: scoring this arch killed its actor ({type(exc).__name__})")
+                    f"ActorDiedError: scoring this arch killed its actor ({type(exc).__name__})",
+                    spaces.key_column(spaces.get(cfg["space"])))
             else:
                 attempts[index] = attempts.get(index, 0) + 1
                 if attempts[index] < r["max_shard_attempts"]:
@@ -305,11 +310,12 @@ def recompute(run_dir: Path) -> dict:
     if not stored.is_file():
         raise FileNotFoundError(f"{run_dir} is not a run folder (no config.yaml)")
     cfg = config_mod.resolve(stored)
-    space = spaces.get(cfg["space"])
+    proxy_registry.load_plugins(cfg["plugins"])  # a plugin may define the space
+    space = get_space(cfg["space"])
     truth = None
     if cfg["ground_truth"]["path"] is not None:
         truth = gt_loader.load(cfg["ground_truth"]["path"], cfg["ground_truth"]["column"], space)
-    schema = score_schema(cfg["proxies"])
+    schema = score_schema(cfg["proxies"], spaces.key_column(space))
     reducer = Reducer(cfg["proxies"], space, truth, cfg["topk"], cfg["topk_by"])
     requested = 0
     for index, shard in iter_shards(cfg, space):

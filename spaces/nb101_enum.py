@@ -34,6 +34,9 @@ from .nb101_spec import (LABEL_INPUT, LABEL_OUTPUT, MAX_EDGES, MAX_VERTICES, OPS
 SIZE = 423_624
 COUNTS_BY_VERTICES = {2: 1, 3: 6, 4: 84, 5: 2_441, 6: 62_010, 7: 359_082}
 LABELLED_GRAPHS = 1_293_208
+# sha256 of the table's columns in arch_id order (``GraphTable.checksum``), as ``enumerate_graphs``
+# produces it; the enumeration test recomputes it, and a cached copy must match it.
+CHECKSUM = "3577492e02732e31c98c62bf2979d3c7f366f709aeb8cc377588ab9ab186d268"
 
 
 class EnumerationError(RuntimeError):
@@ -78,6 +81,8 @@ class GraphTable:
         counts = dict(zip(*np.unique(self.vertices, return_counts=True)))
         if {int(k): int(v) for k, v in counts.items()} != COUNTS_BY_VERTICES:
             raise EnumerationError(f"graphs per vertex count {counts} != {COUNTS_BY_VERTICES}")
+        if self.checksum() != CHECKSUM:
+            raise EnumerationError(f"table checksum {self.checksum()} != {CHECKSUM}")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -307,5 +312,5 @@ def enumerate_graphs(check_sample: int = 2000) -> GraphTable:
     return table
 
 
-__all__ = ["COUNTS_BY_VERTICES", "EnumerationError", "GraphTable", "LABELLED_GRAPHS", "SIZE", "enumerate_graphs",
+__all__ = ["CHECKSUM", "COUNTS_BY_VERTICES", "EnumerationError", "GraphTable", "LABELLED_GRAPHS", "SIZE", "enumerate_graphs",
            "full_dag_bits", "hash_graphs", "LABEL_INPUT", "LABEL_OUTPUT"]
