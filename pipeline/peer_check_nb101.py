@@ -52,7 +52,10 @@ def row_networks(rows: list[dict], build: str) -> tuple[list[str], list[str], di
 
 
 def score_networks(nets: dict[str, tuple[Spec, str]], names: Sequence[str], options: dict, inputs, targets,
-                   seed: int, device: torch.device) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+                   seed: int, device: torch.device, partial: Path | None = None
+                   ) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    """{proxy: {network id: value}} and {proxy: seconds}; every 20 networks the values so far are written
+    to ``partial`` (if given), so a run cut short still leaves its numbers."""
     fns = {name: proxies.get(name, **options.get(name, {})) for name in names}
     values: dict[str, dict[str, float]] = {name: {} for name in names}
     seconds = {name: 0.0 for name in names}
@@ -73,6 +76,8 @@ def score_networks(nets: dict[str, tuple[Spec, str]], names: Sequence[str], opti
             values[name][net_id] = value
         if (i + 1) % 10 == 0 or i + 1 == len(nets):
             print(f"  {i + 1}/{len(nets)} networks, {time.perf_counter() - start:.0f} s", file=sys.stderr)
+        if partial is not None and ((i + 1) % 20 == 0 or i + 1 == len(nets)):
+            partial.write_text(json.dumps({"values": values, "seconds": seconds}, allow_nan=True))
     return values, seconds
 
 
@@ -133,7 +138,8 @@ def main(args, names: list[str], device: torch.device) -> int:
         info["data_fingerprint"] = fingerprint
         print(f"nb101: {len(rows)} rows, {len(set(hashes))} graphs, {len(nets)} networks ({args.build}), batch "
               f"{args.batch}, seed {args.seed}, {device}", file=sys.stderr)
-        by_net, seconds = score_networks(nets, names, options, inputs, targets, args.seed, device)
+        partial = args.json.with_suffix(".partial.json") if args.json else None
+        by_net, seconds = score_networks(nets, names, options, inputs, targets, args.seed, device, partial)
         values = {name: [by_net[name][n] for n in net_ids] for name in names}
     summary = summarise(rows, names, values, seconds)
     accuracy = [float(r["val_accuracy"]) for r in rows]
