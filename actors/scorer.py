@@ -38,8 +38,12 @@ def arch_seed(run_seed: int, arch: str) -> int:
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
-def score_schema(proxy_names: Sequence[str]) -> pa.Schema:
+def score_schema(proxy_names: Sequence[str], key_column: str | None = None) -> pa.Schema:
+    """Score rows: arch_id, arch, the space's key column if it has one (NB101 ``hash``), one float per
+    proxy, nonfinite, seconds, error."""
     fields = [pa.field("arch_id", pa.int64()), pa.field("arch", pa.string())]
+    if key_column is not None:
+        fields.append(pa.field(key_column, pa.string()))
     fields += [pa.field(name, pa.float64()) for name in proxy_names]
     fields += [pa.field("nonfinite", pa.string()), pa.field("seconds", pa.float64()),
                pa.field("error", pa.string())]
@@ -57,6 +61,13 @@ def set_precision(precision: str) -> None:
     torch.backends.cudnn.allow_tf32 = tf32
     torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.set_float32_matmul_precision("high" if tf32 else "highest")
+
+
+def _key_or_none(space, arch: str) -> str | None:
+    try:
+        return spaces.key(space, arch)
+    except ValueError:
+        return None
 
 
 class Scorer:
@@ -95,7 +106,8 @@ class Scorer:
         self.targets = torch.tensor(np.asarray(labels), dtype=torch.int64).to(self.device)
         self.num_classes = int(num_classes)
         self.seed = int(seed)
-        self.schema = score_schema(self.proxy_names)
+        self.key_column = spaces.key_column(self.space)
+        self.schema = score_schema(self.proxy_names, self.key_column)
 
     def device_name(self) -> str:
         if self.device.type == "cuda":
@@ -154,7 +166,8 @@ class Scorer:
         """Rows with ``arch_id`` and ``arch`` -> score rows (schema ``score_schema``), same order."""
         columns = rows.to_pydict() if isinstance(rows, pa.Table) else rows
         out: dict[str, list] = {field.name: [] for field in self.schema}
-        for arch_id, arch in zip(columns["arch_id"], columns["arch"]):
+        keys = columns.get(self.key_column) if self.key_column else None
+        for row, (arch_id, arch) in enumerate(zip(columns["arch_id"], columns["arch"])):
             start = time.perf_counter()
             nonfinite: dict[str, int] = {}
             values = {name: math.nan for name in self.proxy_names}
@@ -166,6 +179,8 @@ class Scorer:
                 values, nonfinite, errors = self.score_one(canonical)
             out["arch_id"].append(int(arch_id))
             out["arch"].append(arch)
+            if self.key_column:
+                out[self.key_column].append(keys[row] if keys is not None else _key_or_none(self.space, arch))
             for name in self.proxy_names:
                 out[name].append(values[name])
             out["nonfinite"].append(",".join(f"{k}:{v}" for k, v in nonfinite.items()) or None)

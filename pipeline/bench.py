@@ -3,7 +3,8 @@
 ``throughput`` (``pipeline/throughput.py``): archs/s of real ``gradsign score`` runs through Ray, per
 actor count (GPU utilisation and memory per actor on a GPU). ``gradsign``, below:
 
-For the same K random NB201 cells and the same real batch, in one run, it times per cell:
+For the same K random cells of one space (``--space nb201``, default, or ``nb101``) and the same real
+batch, in one run, it times per cell:
   floor  one ordinary batched forward+backward at batch N (BatchNorm in batch mode, mean loss)
   loop   the per-sample loop engine (N backward passes at batch 1: the reference's way)
   hooks  the production engine (one batched pass per chunk, per-sample grads in hooks)
@@ -76,7 +77,12 @@ def bench_gradsign(args: argparse.Namespace) -> dict:
     y = torch.from_numpy(batch.labels).to(device)
     if args.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    space = spaces.get("nb201")
+    if args.space == "nb101":  # arch(i) needs the table of all graphs: from the user's cache folder
+        from .space_cache import get_space
+
+        space = get_space("nb101")
+    else:
+        space = spaces.get(args.space)
     ids = space.sample_ids(args.cells, args.seed)
     engines = [e for e in args.engines.split(",") if e]
 
@@ -118,7 +124,8 @@ def bench_gradsign(args: argparse.Namespace) -> dict:
 
 def summarise(rows: list[dict], engines: list[str], args) -> dict:
     med = {k: statistics.median(r[k] for r in rows) for k in ["build", "floor", *engines]}
-    out = {"device": args.device, "threads": torch.get_num_threads(), "batch": args.batch, "cells": len(rows),
+    out = {"space": args.space, "device": args.device, "threads": torch.get_num_threads(), "batch": args.batch,
+           "cells": len(rows),
            "median_seconds": med, "channels_last": args.channels_last, "tf32": args.tf32, "bf16": args.bf16,
            "conv_method": args.conv_method,
            "rows": rows}
@@ -143,7 +150,8 @@ def summarise(rows: list[dict], engines: list[str], args) -> dict:
 
 def print_table(summary: dict, engines: list[str]) -> None:
     med = summary["median_seconds"]
-    print(f"device {summary['device']}, {summary['threads']} threads, batch {summary['batch']}, "
+    print(f"space {summary.get('space', 'nb201')}, device {summary['device']}, {summary['threads']} threads, "
+          f"batch {summary['batch']}, "
           f"{summary['cells']} cells (median seconds per cell)")
     print(f"{'engine':<8}{'median s':>10}{'x floor':>9}{'peak MB':>10}")
     print(f"{'build':<8}{med['build']:>10.4f}{med['build'] / med['floor']:>9.2f}{'':>10}")
@@ -164,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="what", required=True)
     g = sub.add_parser("gradsign", help="GradSign engines against the batched forward+backward floor")
     g.add_argument("--cells", type=int, default=8)
+    g.add_argument("--space", default="nb201", help="nb201 | nb101 (random cells of that space)")
     g.add_argument("--batch", type=int, default=64)
     g.add_argument("--device", default="cpu")
     g.add_argument("--threads", type=int, default=2)

@@ -34,7 +34,6 @@ from typing import Callable
 import numpy as np
 import pyarrow as pa
 
-from actors.scorer import score_schema
 
 PROBE_GROUP = "probe"
 
@@ -85,8 +84,8 @@ class Task:
     positions: list[int]
     alone: bool  # a single row on an actor with nothing else queued
 
-    def rows(self) -> pa.Table:
-        table = self.job.base.select(["arch_id", "arch"])
+    def rows(self, columns: list[str]) -> pa.Table:
+        table = self.job.base.select([c for c in columns if c in self.job.base.column_names])
         return pa.concat_tables([table.slice(p, 1) for p in self.positions])
 
 
@@ -105,15 +104,15 @@ class Dispatcher:
     """Runs every job to a committed table with ``num_actors`` scorer actors (see the module docstring)."""
 
     def __init__(self, cfg: dict, make_actor: Callable[[], object], commit: Callable[[int, pa.Table], None],
-                 schema: pa.Schema):
+                 schema: pa.Schema, key_column: str | None = None):
         import ray
 
         self.ray = ray
         self.r = cfg["ray"]
-        self.proxies = list(cfg["proxies"])
         self.make_actor = make_actor
         self.commit_table = commit
         self.schema = schema
+        self.row_columns = ["arch_id", "arch", *([key_column] if key_column else [])]  # what an actor is sent
         self.jobs: deque[ShardJob] = deque()  # whole jobs waiting for an actor
         self.singles: deque[Task] = deque()  # rows of split jobs waiting to be tried alone
         self.slots: list[Slot] = []
@@ -169,7 +168,7 @@ class Dispatcher:
     def _submit(self, slot: Slot, task: Task) -> None:
         if not slot.queue:
             slot.head_since = time.monotonic()
-        ref = slot.actor.__call__.remote(task.rows())
+        ref = slot.actor.__call__.remote(task.rows(self.row_columns))
         slot.queue.append((ref, task))
         self.in_flight[ref] = slot
 
@@ -196,7 +195,7 @@ class Dispatcher:
     def _record_failed(self, task: Task, error: str) -> None:
         for p in task.positions:
             row = task.job.base.slice(p, 1)
-            task.job.results[p] = failed_rows(row, self.proxies, error)
+            task.job.results[p] = failed_rows(row, self.schema, error)
         self._maybe_commit(task.job)
 
     def _maybe_commit(self, job: ShardJob) -> None:
@@ -292,14 +291,21 @@ class Dispatcher:
         return self.devices
 
 
-def failed_rows(shard: pa.Table, proxies: list[str], error: str) -> pa.Table:
-    """Score rows for ``shard``'s archs with NaN scores and ``error``."""
+def failed_rows(shard: pa.Table, schema: pa.Schema, error: str) -> pa.Table:
+    """Score rows (``schema``) for ``shard``'s archs: NaN scores, ``error``; identity columns (arch_id,
+    arch, a space's key column) copied from ``shard`` where it has them."""
     n = shard.num_rows
-    columns = {"arch_id": shard.column("arch_id"), "arch": shard.column("arch")}
-    columns.update({p: pa.array([math.nan] * n, pa.float64()) for p in proxies})
-    columns.update({"nonfinite": pa.nulls(n, pa.string()), "seconds": pa.array([0.0] * n, pa.float64()),
-                    "error": pa.array([error] * n, pa.string())})
-    return pa.table(columns, schema=score_schema(proxies))
+    fixed = {"nonfinite": pa.nulls(n, pa.string()), "seconds": pa.array([0.0] * n, pa.float64()),
+             "error": pa.array([error] * n, pa.string())}
+    columns = {}
+    for f in schema:
+        if f.name in fixed:
+            columns[f.name] = fixed[f.name]
+        elif f.type == pa.float64():  # a proxy
+            columns[f.name] = pa.array([math.nan] * n, pa.float64())
+        else:
+            columns[f.name] = shard.column(f.name) if f.name in shard.column_names else pa.nulls(n, f.type)
+    return pa.table(columns, schema=schema)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -18,6 +18,18 @@ Or read the scores of pipeline runs instead of computing them (``--run-dir``; ``
 with another seed for the noise floor): the cells are the peer rows the run scored.
 
     python -m pipeline.peer_check --dataset cifar10 --run-dir runs/table-cifar10 --run-dir2 runs/noise
+
+NAS-Bench-101 (``--space nb101``): the peer table is ``nb101_naslib_500.jsonl`` (CIFAR-10, 500 rows with
+``matrix``/``ops``, 292 distinct graphs after pruning). Each distinct network is scored once and its
+scores are given to every row that builds it. ``--build representative`` (default) builds the benchmark's
+network of each graph (the spec the official generator met first, which the benchmark trained: official
+parameter counts); ``--build given`` builds each row's pruned spec in its own vertex order, as the peer
+did (vertex order changes how channels are split, so a few rows' params/flops differ between the two).
+Correlations with ``val_accuracy`` are printed over the rows (as the peer computed them) and over the
+distinct graphs (accuracy averaged per hash). ``--jacob-samples 32`` scores jacob_cov on the first 32
+images, the peer's batch.
+
+    python -m pipeline.peer_check --space nb101 --cells 500 --batch 64 --proxies all,gradsign --jacob-samples 32
 """
 
 from __future__ import annotations
@@ -205,8 +217,14 @@ def parse_proxies(text: str) -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipeline.peer_check", description=__doc__.split("\n\n")[0])
+    p.add_argument("--space", choices=("nb201", "nb101"), default="nb201",
+                   help="nb201: naslib_zc_nb201.csv; nb101: nb101_naslib_500.jsonl (CIFAR-10)")
     p.add_argument("--dataset", default="cifar10", help="cifar10 | cifar100 | imagenet16_120 (or imagenet16-120)")
-    p.add_argument("--cells", type=int, default=200, help="how many peer rows to score")
+    p.add_argument("--cells", type=int, default=None, help="how many peer rows to score (default nb201 200, nb101 500)")
+    p.add_argument("--build", choices=("representative", "given"), default="representative",
+                   help="nb101: build each graph's benchmark spec, or each row's spec in its own vertex order")
+    p.add_argument("--jsonl", type=Path, default=None, help="nb101 peer table (default DATA_DIR/nb101_naslib_500.jsonl)")
+    p.add_argument("--jacob-samples", type=int, default=None, help="nb101: jacob_cov on the first N images (the peer: 32)")
     p.add_argument("--pick", choices=("first", "random"), default="first",
                    help="the first --cells rows of the dataset, or a sample drawn with --pick-seed")
     p.add_argument("--pick-seed", type=int, default=0)
@@ -231,6 +249,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     names = parse_proxies(args.proxies)
+    if args.space == "nb101":
+        from .peer_check_nb101 import main as nb101_main
+
+        return nb101_main(args, names, device)
+    if args.cells is None:
+        args.cells = 200
     info = dataset_info(args.dataset)
     csv_path = args.csv or args.data_dir / "naslib_zc_nb201.csv"
     if args.run_dir is not None:

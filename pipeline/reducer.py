@@ -77,11 +77,20 @@ class Reducer:
             part[f"u:{proxy}"] = ~bad
         if self.ground_truth is not None:
             lookup = self.ground_truth.values
-            part["truth"] = np.asarray([lookup.get(a, math.nan) for a in table.column("arch").to_pylist()],
-                                       np.float64)
+            part["truth"] = np.asarray([lookup.get(k, math.nan) for k in self._keys(table)], np.float64)
         else:
             part["truth"] = np.full(table.num_rows, math.nan)
         self._parts.append(part)
+
+    def _keys(self, table: pa.Table) -> list:
+        """The ground-truth join key of each row: the key column (NB101 ``hash``) when the space has one,
+        else the arch string (canonical in run files)."""
+        column = getattr(self.space, "key_column", None)
+        if column is None:
+            return table.column("arch").to_pylist()
+        if column in table.column_names:
+            return table.column(column).to_pylist()
+        return [self.space.key(a) for a in table.column("arch").to_pylist()]
 
     def columns(self) -> Columns:
         if len(self._parts) > 1:  # merge once, keep one part
@@ -121,10 +130,16 @@ class Reducer:
         archs = [self.space.arch(int(i)) for i in ids]
         columns = {"rank": pa.array(np.arange(1, len(order) + 1), pa.int64()),
                    "arch_id": pa.array(ids, pa.int64()), "arch": pa.array(archs, pa.string())}
+        key_column = getattr(self.space, "key_column", None)
+        by_id = getattr(self.space, "key_by_id", None)
+        keys = archs if key_column is None else [by_id(int(i)) if by_id else self.space.key(a)
+                                                 for i, a in zip(ids, archs)]
+        if key_column is not None:
+            columns[key_column] = pa.array(keys, pa.string())
         for proxy in self.proxy_names:
             columns[proxy] = pa.array(cols.values[proxy][order], pa.float64())
         if self.ground_truth is not None:
-            columns["official_index"] = pa.array([self.ground_truth.official_index.get(a) for a in archs], pa.int64())
+            columns["official_index"] = pa.array([self.ground_truth.official_index.get(k) for k in keys], pa.int64())
             truth = cols.truth[order]
             columns[self.ground_truth.column] = pa.array([None if math.isnan(t) else float(t) for t in truth],
                                                          pa.float64())

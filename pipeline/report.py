@@ -28,6 +28,13 @@ PUBLISHED_SPEARMAN: dict[tuple[str, str, str], float] = {
     ("nb201", "cifar10", "grad_norm"): 0.594,
     ("nb201", "cifar10", "grasp"): 0.514,
     ("nb201", "cifar10", "fisher"): 0.360,
+    # zero-cost-nas over all 423,624 NB101 cells, |Spearman rho| against the 108-epoch accuracy
+    ("nb101", "cifar10", "grad_norm"): 0.198,
+    ("nb101", "cifar10", "snip"): 0.164,
+    ("nb101", "cifar10", "grasp"): 0.448,
+    ("nb101", "cifar10", "fisher"): 0.257,
+    ("nb101", "cifar10", "synflow"): 0.372,
+    ("nb101", "cifar10", "jacob_cov"): 0.378,
 }
 
 
@@ -102,7 +109,9 @@ def write_outputs(run_dir: Path, cfg: dict, reducer: Reducer, facts: dict) -> di
         "ground_truth": None if reducer.ground_truth is None else {
             "path": cfg["ground_truth"]["path"], "column": cfg["ground_truth"]["column"],
             "matched": int(np.isfinite(cols.truth).sum()), "missing": int((~np.isfinite(cols.truth)).sum()),
-            "duplicate_rows_averaged": reducer.ground_truth.duplicate_rows,
+            # the join: rows sharing a key (e.g. NB101 specs that prune to one graph) are averaged
+            "table_rows": reducer.ground_truth.rows, "table_keys": len(reducer.ground_truth.values),
+            "averaged_keys": reducer.ground_truth.averaged_keys,
         },
         # what a recompute without the earlier summary still knows of the batch: its config
         "data": {"source": cfg["data"]["path"], "batch_size": cfg["data"]["batch_size"],
@@ -139,10 +148,14 @@ def render_markdown(summary: dict, top: pa.Table, cfg: dict) -> str:
     if gt is None:
         lines.append("No ground truth configured (set `ground_truth.path` and `ground_truth.column`).")
     else:
-        lines += [f"Against `{gt['column']}` of `{gt['path']}`. Rho and tau leave out rows whose gradients "
+        join = ""
+        if gt.get("averaged_keys"):
+            join = (f" The table's {gt['table_rows']} rows hold {gt['table_keys']} keys; {gt['averaged_keys']} "
+                    "keys had several rows, averaged.")
+        lines += [f"Against `{gt['column']}` of `{gt['path']}`.{join} Rho and tau leave out rows whose gradients "
                   "had non-finite entries (and non-finite values); the reference columns keep them as the "
                   "reference code counts them (finite-entry sums, -inf ranked last).", "",
-                  "| proxy | Spearman rho | Kendall tau | n | published rho (all 15,625) | non-finite rows "
+                  "| proxy | Spearman rho | Kendall tau | n | published rho (whole space) | non-finite rows "
                   "| rho (reference counting) | n (reference) |",
                   "|---|---|---|---|---|---|---|---|"]
         for proxy, entry in summary["proxies"].items():

@@ -35,6 +35,7 @@ from .reducer import Reducer
 from .report import write_outputs
 from .shards import (iter_shards, part_name, read_arch_list, read_complete, remove_temporaries, write_atomic,
                      write_text_atomic)
+from .space_cache import get_space
 
 
 @dataclass
@@ -67,7 +68,7 @@ def prepare(cfg: dict) -> tuple[dict, Path]:
             proxy_registry.get(name, **cfg["proxy_options"][name])  # bad options fail here, not in an actor
         except TypeError as exc:
             raise config_mod.ConfigError(f"proxy_options.{name}: {exc}") from None
-    space = spaces.get(cfg["space"])
+    space = get_space(cfg["space"])  # plugins above may register it; NB101's table from the user's cache
     dataset_info(cfg["dataset"])
     if cfg["sample"]["archs"] is not None:
         read_arch_list(cfg["sample"]["archs"], space)  # a malformed line fails here, before any file is made
@@ -91,14 +92,14 @@ def _fingerprint_at(cfg: dict) -> str | None:
 
 def _arch_ids_of(cfg: dict) -> list[int] | None:
     try:
-        return read_arch_list(cfg["sample"]["archs"], spaces.get(cfg["space"]))
+        return read_arch_list(cfg["sample"]["archs"], get_space(cfg["space"]))
     except (ValueError, OSError):
         return None
 
 
 def _claim(run_dir: Path, cfg: dict, batch) -> None:
     """Resume only a folder whose content identity matches (paths may differ); record this invocation."""
-    arch_ids = None if cfg["sample"]["archs"] is None else read_arch_list(cfg["sample"]["archs"], spaces.get(cfg["space"]))
+    arch_ids = None if cfg["sample"]["archs"] is None else read_arch_list(cfg["sample"]["archs"], get_space(cfg["space"]))
     ident = identity.content_identity(cfg, batch.fingerprint, arch_ids)
     previous = identity.stored_identity(run_dir, _fingerprint_at, _arch_ids_of)
     history = identity.check_and_record(run_dir, cfg, ident, previous, _expand_proxies)
@@ -147,7 +148,7 @@ def run(cfg: dict) -> RunResult:
     """Score what ``cfg`` asks for; resumable; returns the run folder and its summary."""
     started = time.perf_counter()
     cfg, run_dir = prepare(cfg)
-    space = spaces.get(cfg["space"])
+    space = get_space(cfg["space"])
     info = dataset_info(cfg["dataset"])
     batch = _load_batch(cfg)
     truth = None
@@ -160,7 +161,7 @@ def run(cfg: dict) -> RunResult:
         (run_dir / "shards").mkdir(parents=True, exist_ok=True)
         (run_dir / "scores").mkdir(exist_ok=True)
         remove_temporaries(run_dir)  # half-written files of a run that was killed
-        schema = score_schema(cfg["proxies"])
+        schema = score_schema(cfg["proxies"], spaces.key_column(space))
         reducer = Reducer(cfg["proxies"], space, truth, cfg["topk"], cfg["topk_by"])
 
         # Stream the shards: write each input shard; keep only the jobs still to score (input rows are read
@@ -244,7 +245,8 @@ def _dispatch(cfg, run_dir, batch, num_classes, jobs, schema, reducer, progress)
         reducer.add(table)
         progress.update(table.num_rows, failed=reducer.failed)
 
-    dispatcher = Dispatcher(cfg, lambda: _make_actor(cfg, images_ref, labels_ref, num_classes), commit, schema)
+    dispatcher = Dispatcher(cfg, lambda: _make_actor(cfg, images_ref, labels_ref, num_classes), commit, schema,
+                            key_column=spaces.key_column(get_space(cfg["space"])))
     for job in jobs:
         dispatcher.add(job)
     devices = dispatcher.run()
@@ -258,11 +260,12 @@ def recompute(run_dir: Path) -> dict:
     if not stored.is_file():
         raise FileNotFoundError(f"{run_dir} is not a run folder (no config.yaml)")
     cfg = config_mod.resolve(stored)
-    space = spaces.get(cfg["space"])
+    proxy_registry.load_plugins(cfg["plugins"])  # a plugin may define the space
+    space = get_space(cfg["space"])
     truth = None
     if cfg["ground_truth"]["path"] is not None:
         truth = gt_loader.load(cfg["ground_truth"]["path"], cfg["ground_truth"]["column"], space)
-    schema = score_schema(cfg["proxies"])
+    schema = score_schema(cfg["proxies"], spaces.key_column(space))
     reducer = Reducer(cfg["proxies"], space, truth, cfg["topk"], cfg["topk_by"])
     requested = 0
     for index, shard in iter_shards(cfg, space):

@@ -35,6 +35,8 @@ def read_arch_list(path: str | Path, space) -> list[int]:
     path = Path(path)
     if not path.is_file():
         raise ArchListError(f"arch list not found: {path}")
+    if path.suffix == ".jsonl":
+        return _read_jsonl_arch_list(path, space)
     ids: set[int] = set()
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         text = line.split("#", 1)[0].strip()
@@ -51,6 +53,36 @@ def read_arch_list(path: str | Path, space) -> list[int]:
         if given_id is not None and given_id != arch_id:
             raise ArchListError(f"{path}:{number}: arch_id {given_id} does not match {text!r} (its id is {arch_id})")
         ids.add(arch_id)
+    if not ids:
+        raise ArchListError(f"arch list {path} holds no architectures")
+    return sorted(ids)
+
+
+def _read_jsonl_arch_list(path: Path, space) -> list[int]:
+    """arch_ids of a JSON-lines file: one object a line with ``arch``, or fields the space reads with
+    ``from_record`` (NB101: ``matrix`` and ``ops``). Other fields are ignored; duplicates scored once."""
+    import json
+
+    ids: set[int] = set()
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ArchListError(f"{path}:{number}: not a JSON object: {exc}") from None
+        if not isinstance(record, dict):
+            raise ArchListError(f"{path}:{number}: not a JSON object")
+        try:
+            if "arch" in record:
+                arch = record["arch"]
+            elif callable(getattr(space, "from_record", None)):
+                arch = space.from_record(record)
+            else:
+                raise ValueError(f"no 'arch' field (fields: {sorted(record)})")
+            ids.add(space.arch_id(arch))
+        except ValueError as exc:
+            raise ArchListError(f"{path}:{number}: {exc}") from None
     if not ids:
         raise ArchListError(f"arch list {path} holds no architectures")
     return sorted(ids)
@@ -82,7 +114,18 @@ def iter_shards(cfg: dict, space) -> Iterator[tuple[int, pa.Table]]:
 
 
 def _shard_table(ids: list[int], space) -> pa.Table:
-    return pa.Table.from_pydict({"arch_id": ids, "arch": [space.arch(i) for i in ids]}, schema=SHARD_SCHEMA)
+    table = pa.Table.from_pydict({"arch_id": ids, "arch": [space.arch(i) for i in ids]}, schema=SHARD_SCHEMA)
+    return with_key_column(table, space, ids)
+
+
+def with_key_column(table: pa.Table, space, ids: list[int]) -> pa.Table:
+    """Append the space's join-key column (NB101: ``hash``) when its key is not the arch string."""
+    column = getattr(space, "key_column", None)
+    if column is None or column in table.column_names:
+        return table
+    by_id = getattr(space, "key_by_id", None)
+    keys = [by_id(i) if by_id else space.key(space.arch(i)) for i in ids]
+    return table.append_column(pa.field(column, pa.string()), pa.array(keys, pa.string()))
 
 
 def part_name(index: int) -> str:

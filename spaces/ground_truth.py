@@ -1,8 +1,17 @@
-"""Ground-truth tables (e.g. 200-epoch test accuracy) keyed on the canonical arch string.
+"""Ground-truth tables (e.g. 200-epoch test accuracy) keyed on the space's join key.
 
-A table is a CSV or Parquet file with an ``arch`` column and one column per metric; an ``index`` column
-(the official benchmark index), when present, is carried along. Rows join on the canonical arch string,
-never on a position, so any row order and any official numbering work.
+A table is a CSV, Parquet or JSON-lines file with one column per metric and, per row, what identifies
+the architecture, tried in this order:
+1. the space's key column when it has one and the table carries it (NB101: ``hash``, the official graph
+   hash: every published NB101 export is keyed by it);
+2. an ``arch`` column (any spelling the space parses);
+3. JSON lines only: the fields the space reads itself (NB101: ``matrix`` and ``ops``).
+Rows join on ``space.key`` (NB201: the canonical arch string; NB101: the hash), never on a position. An
+``index`` column (the official benchmark index), when present, is carried along.
+
+Several rows with one key (NB101 tables often hold several specs that prune to one graph, or several
+training seeds) are averaged: ``values[key]`` is the mean of the finite values, ``counts[key]`` how many
+rows went into it; ``rows`` is the table's row count.
 
 Other formats plug in by file suffix (``register_reader``): ``pipeline.truth`` registers ``.pth``, so an
 official NAS-Bench-201 file given as the path is converted once into such a table and cached.
@@ -10,7 +19,9 @@ official NAS-Bench-201 file given as the path is converted once into such a tabl
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -21,21 +32,24 @@ import pyarrow.parquet as pq
 
 
 class GroundTruthError(ValueError):
-    """A table that cannot be used: missing file, no ``arch`` column, unknown metric column."""
+    """A table that cannot be used: missing file, no way to identify rows, unknown metric column."""
 
 
 @dataclass(frozen=True)
 class GroundTruth:
-    """``values[arch] = metric`` for every arch with a finite value; ``official_index`` where given.
-
-    Several rows for one arch (a per-seed table, or one cell spelled two ways) are averaged over their
-    finite values, never silently overwritten: ``duplicate_rows`` counts the rows beyond the first.
-    """
+    """``values[key] = mean metric`` over the rows with that key and a finite value; ``counts[key]`` the
+    number of such rows; ``official_index`` where given; ``rows`` the table's row count."""
 
     column: str
     values: dict[str, float]
     official_index: dict[str, int]
-    duplicate_rows: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    rows: int = 0
+
+    @property
+    def averaged_keys(self) -> int:
+        """Keys whose value is a mean of more than one row."""
+        return sum(1 for c in self.counts.values() if c > 1)
 
 
 _READERS: dict[str, Callable[[Path], pa.Table]] = {}
@@ -60,37 +74,80 @@ def read_table(path: str | Path) -> pa.Table:
     try:
         if path.suffix == ".parquet":
             return pq.read_table(path)
+        if path.suffix == ".jsonl":
+            return _read_jsonl(path)
         return pacsv.read_csv(path)
     except (pa.ArrowInvalid, OSError) as exc:
         raise GroundTruthError(f"cannot read ground-truth table {path}: {exc}") from exc
 
 
+def _read_jsonl(path: Path) -> pa.Table:
+    records = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if line.strip():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise GroundTruthError(f"{path}:{number}: not JSON: {exc}") from None
+            if not isinstance(record, dict):
+                raise GroundTruthError(f"{path}:{number}: not a JSON object")
+            records.append(record)
+    if not records:
+        raise GroundTruthError(f"ground-truth table {path} is empty")
+    return pa.Table.from_pylist(records)
+
+
+def _row_keys(table: pa.Table, path, space) -> list[str]:
+    """The join key of every row (see the module docstring for the order tried)."""
+    from . import key as space_key
+    from . import key_column
+
+    names = table.column_names
+    column = key_column(space)
+    if column is not None and column in names:
+        return [None if k is None else str(k) for k in table.column(column).to_pylist()]
+    if "arch" in names:
+        archs = table.column("arch").to_pylist()
+    elif callable(getattr(space, "from_record", None)) and "matrix" in names and "ops" in names:
+        archs = [{"matrix": m, "ops": o} for m, o in zip(table.column("matrix").to_pylist(),
+                                                            table.column("ops").to_pylist())]
+    else:
+        wanted = "'arch'" + (f" or {column!r}" if column else "")
+        raise GroundTruthError(f"ground-truth table {path} has no {wanted} column (columns: {names})")
+    keys = []
+    for row, arch in enumerate(archs, start=1):
+        try:
+            keys.append(space_key(space, arch))
+        except ValueError as exc:
+            raise GroundTruthError(f"ground-truth table {path}, row {row}: {exc}") from None
+    return keys
+
+
 def load(path: str | Path, column: str, space) -> GroundTruth:
-    """Load ``column`` of the table at ``path``; arch strings are canonicalised by ``space``."""
+    """Load ``column`` of the table at ``path``, keyed by ``space.key`` and averaged per key."""
     table = read_table(path)
-    if "arch" not in table.column_names:
-        raise GroundTruthError(f"ground-truth table {path} has no 'arch' column (columns: {table.column_names})")
-    metrics = [c for c in table.column_names if c not in ("arch", "index")]
+    structural = {"arch", "index", "matrix", "ops", getattr(space, "key_column", None)}
+    metrics = [c for c in table.column_names if c not in structural]
     if column not in table.column_names:
         raise GroundTruthError(
             f"ground-truth table {path} has no column {column!r}; its metric columns: {', '.join(metrics)}"
         )
-    archs = table.column("arch").to_pylist()
-    values = pc.cast(table.column(column), pa.float64()).to_pylist()
-    index = table.column("index").to_pylist() if "index" in table.column_names else [None] * len(archs)
-    sums: dict[str, list[float]] = {}
+    keys = _row_keys(table, path, space)
+    try:
+        values = pc.cast(table.column(column), pa.float64()).to_pylist()
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise GroundTruthError(f"ground-truth column {column!r} of {path} is not numeric: {exc}") from None
+    index = table.column("index").to_pylist() if "index" in table.column_names else [None] * len(keys)
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
     official: dict[str, int] = {}
-    seen: set[str] = set()
-    duplicates = 0
-    for arch, value, idx in zip(archs, values, index):
-        key = space.canonical(arch)
-        duplicates += key in seen
-        seen.add(key)
-        if value is not None and value == value:
-            entry = sums.setdefault(key, [0.0, 0])
-            entry[0] += float(value)
-            entry[1] += 1
+    for key, value, idx in zip(keys, values, index):
+        if key is None:
+            continue
+        if value is not None and math.isfinite(value):
+            sums[key] = sums.get(key, 0.0) + float(value)
+            counts[key] = counts.get(key, 0) + 1
         if idx is not None:
-            official.setdefault(key, int(idx))
-    out = {key: total / count for key, (total, count) in sums.items()}
-    return GroundTruth(column=column, values=out, official_index=official, duplicate_rows=duplicates)
+            official[key] = int(idx)
+    means = {key: sums[key] / counts[key] for key in sums}
+    return GroundTruth(column=column, values=means, official_index=official, counts=counts, rows=table.num_rows)

@@ -234,6 +234,15 @@ class NB201Space:
     def canonical(self, arch: str) -> str:
         return canonical(arch)
 
+    key_column = None  # the key is the canonical arch string itself
+
+    def key(self, arch: str) -> str:
+        """What ground-truth tables join on: the canonical arch string."""
+        return canonical(arch)
+
+    def key_by_id(self, arch_id: int) -> str:
+        return self.arch(arch_id)
+
     def build(self, arch: str, num_classes: int) -> nn.Module:
         """The network at initialisation, drawn from the current torch RNG state (PyTorch defaults)."""
         if int(num_classes) < 1:
