@@ -184,7 +184,14 @@ def validate(cfg: dict) -> dict:
 def resolve(path: str | Path | None = None, overrides: Iterable[str] = (),
             base: dict | None = None) -> dict:
     """Defaults <- YAML file at ``path`` (if any) <- ``base`` mapping <- ``--set`` overrides; validated."""
-    cfg = copy.deepcopy(DEFAULTS)
+    return layered(DEFAULTS, _merge, validate, path, overrides, base)
+
+
+def layered(defaults: dict, merge, check, path: str | Path | None, overrides: Iterable[str],
+            base: dict | None) -> dict:
+    """``check(expanded(defaults <- YAML at path <- base <- overrides))``, each layer applied by ``merge``
+    (which refuses unknown keys); shared by the run and the search configs."""
+    cfg = copy.deepcopy(defaults)
     if path is not None:
         path = Path(path)
         if not path.is_file():
@@ -195,13 +202,13 @@ def resolve(path: str | Path | None = None, overrides: Iterable[str] = (),
             raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping at top level")
-        _merge(cfg, loaded)
+        merge(cfg, loaded)
     if base:
-        _merge(cfg, copy.deepcopy(base))
+        merge(cfg, copy.deepcopy(base))
     for text in overrides:
         keys, value = parse_override(text)
-        _merge(cfg, _nest(keys, value))
-    return validate(_expand(cfg))
+        merge(cfg, _nest(keys, value))
+    return check(_expand(cfg))
 
 
 def score_identity(cfg: dict) -> dict:

@@ -17,7 +17,7 @@ import yaml
 
 from search.run import ALGORITHMS, DEFAULT_PARAMS
 
-from .config import ConfigError, _expand, _merge, _nest, parse_override
+from .config import ConfigError, _merge, layered
 
 _DATA = "${GRADSIGN_DATA:-../shared/data}"
 
@@ -166,24 +166,7 @@ def validate(cfg: dict) -> dict:
 
 def resolve(path: str | Path | None = None, overrides: Iterable[str] = (), base: dict | None = None) -> dict:
     """Defaults <- YAML at ``path`` <- ``base`` <- ``--set`` overrides; validated."""
-    cfg = copy.deepcopy(DEFAULTS)
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {path} must hold a mapping at top level")
-        _merge_search(cfg, loaded)
-    if base:
-        _merge_search(cfg, copy.deepcopy(base))
-    for text in overrides:
-        keys, value = parse_override(text)
-        _merge_search(cfg, _nest(keys, value))
-    return validate(_expand(cfg))
+    return layered(DEFAULTS, _merge_search, validate, path, overrides, base)
 
 
 def dump(cfg: dict) -> str:

@@ -19,6 +19,8 @@ from typing import Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from spaces.ground_truth import json_objects
+
 SHARD_SCHEMA = pa.schema([pa.field("arch_id", pa.int64()), pa.field("arch", pa.string())])
 
 
@@ -61,18 +63,8 @@ def read_arch_list(path: str | Path, space) -> list[int]:
 def _read_jsonl_arch_list(path: Path, space) -> list[int]:
     """arch_ids of a JSON-lines file: one object a line with ``arch``, or fields the space reads with
     ``from_record`` (NB101: ``matrix`` and ``ops``). Other fields are ignored; duplicates scored once."""
-    import json
-
     ids: set[int] = set()
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ArchListError(f"{path}:{number}: not a JSON object: {exc}") from None
-        if not isinstance(record, dict):
-            raise ArchListError(f"{path}:{number}: not a JSON object")
+    for number, record in json_objects(path, ArchListError):
         try:
             if "arch" in record:
                 arch = record["arch"]

@@ -81,17 +81,24 @@ def read_table(path: str | Path) -> pa.Table:
         raise GroundTruthError(f"cannot read ground-truth table {path}: {exc}") from exc
 
 
+def json_objects(path: Path, error: type[Exception] | None = None):
+    """(line number, object) for every non-blank line of a JSON-lines file; ``error`` (default
+    GroundTruthError) names the line that is not a JSON object."""
+    error = error or GroundTruthError
+    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise error(f"{path}:{number}: not JSON: {exc}") from None
+        if not isinstance(record, dict):
+            raise error(f"{path}:{number}: not a JSON object")
+        yield number, record
+
+
 def _read_jsonl(path: Path) -> pa.Table:
-    records = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if line.strip():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise GroundTruthError(f"{path}:{number}: not JSON: {exc}") from None
-            if not isinstance(record, dict):
-                raise GroundTruthError(f"{path}:{number}: not a JSON object")
-            records.append(record)
+    records = [record for _, record in json_objects(path)]
     if not records:
         raise GroundTruthError(f"ground-truth table {path} is empty")
     return pa.Table.from_pylist(records)
