@@ -3,6 +3,16 @@
 See ``pipeline/peer_check.py`` for the options. Rows are the first ``--cells`` of
 ``nb101_naslib_500.jsonl``; every distinct network is scored once (at the seed the pipeline would use:
 ``arch_seed(seed, canonical arch)``) and its scores go to every row that builds it.
+
+Two noise figures say how far a proxy's peer agreement can be read (printed per proxy):
+
+- ``peer self rho``: the peer's own agreement with itself, the Spearman rho between its values on the
+  first and the second row of every graph that has several rows (48 graphs in the 500). The peer drew a
+  fresh augmented batch and fresh weights per row, so two rows of one graph differ only by that noise; no
+  deterministic score of the graph can agree with the peer's column much better than this (jacov: 0.48,
+  synflow/snip/grad_norm >= 0.96).
+- ``--seed2 S``: our own run again at seed S (weights and, unless ``--data-seed`` pins it, the batch);
+  ``rho(seed,seed2)`` per proxy over the rows.
 """
 
 from __future__ import annotations
@@ -29,8 +39,12 @@ from .peer_check import fmt, load_inputs, print_table, spearman, summarise
 PEER_FILE = "nb101_naslib_500.jsonl"
 
 
+def read_all_rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def read_rows(path: Path, cells: int) -> list[dict]:
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = read_all_rows(path)
     if not 1 <= cells <= len(rows):
         raise SystemExit(f"--cells must be in [1, {len(rows)}], got {cells}")
     return rows[:cells]
@@ -98,6 +112,20 @@ def values_from_run(run_dir: Path, hashes: list[str], names: Sequence[str] | Non
     return out
 
 
+def peer_repeatability(rows: list[dict], hashes: list[str], column: str) -> tuple[float | None, int]:
+    """Spearman rho between the peer's ``column`` on the first and the second row (file order) of every
+    graph with several rows, and how many such graphs had both values finite; (None, n) if n < 3."""
+    groups: dict[str, list[int]] = {}
+    for i, h in enumerate(hashes):
+        groups.setdefault(h, []).append(i)
+    first, second = [], []
+    for members in groups.values():
+        if len(members) > 1:
+            first.append(float(rows[members[0]][column]))
+            second.append(float(rows[members[1]][column]))
+    return spearman(first, second)
+
+
 def _pairs(x: Sequence[float], y: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
     a, b = np.asarray(x, np.float64), np.asarray(y, np.float64)
     both = np.isfinite(a) & np.isfinite(b)
@@ -128,20 +156,32 @@ def main(args, names: list[str], device: torch.device) -> int:
     hashes, net_ids, nets = row_networks(rows, args.build)
     options = {"jacob_cov": {"samples": args.jacob_samples}} if args.jacob_samples else {}
     info = {"rows": len(rows), "graphs": len(set(hashes)), "networks": len(nets), "build": args.build,
-            "batch": args.batch, "seed": args.seed, "device": str(device), "jacob_samples": args.jacob_samples}
+            "batch": args.batch, "seed": args.seed, "seed2": args.seed2, "device": str(device),
+            "jacob_samples": args.jacob_samples}
+    values2 = None
     if args.run_dir is not None:
         values = values_from_run(args.run_dir, hashes, None)
         names = list(values)
         seconds = {name: 0.0 for name in names}
     else:
-        inputs, targets, fingerprint = load_inputs(args.data_dir, "cifar10", args.batch, args.seed, device)
-        info["data_fingerprint"] = fingerprint
-        print(f"nb101: {len(rows)} rows, {len(set(hashes))} graphs, {len(nets)} networks ({args.build}), batch "
-              f"{args.batch}, seed {args.seed}, {device}", file=sys.stderr)
-        partial = args.json.with_suffix(".partial.json") if args.json else None
-        by_net, seconds = score_networks(nets, names, options, inputs, targets, args.seed, device, partial)
-        values = {name: [by_net[name][n] for n in net_ids] for name in names}
-    summary = summarise(rows, names, values, seconds)
+        runs = []
+        for seed in [args.seed] + ([args.seed2] if args.seed2 is not None else []):
+            data_seed = args.data_seed if args.data_seed is not None else seed
+            inputs, targets, fingerprint = load_inputs(args.data_dir, "cifar10", args.batch, data_seed, device)
+            info.setdefault("data_fingerprints", []).append(fingerprint)
+            print(f"nb101: {len(rows)} rows, {len(set(hashes))} graphs, {len(nets)} networks ({args.build}), "
+                  f"batch {args.batch} (data seed {data_seed}), seed {seed}, {device}", file=sys.stderr)
+            partial = args.json.with_suffix(f".seed{seed}.partial.json") if args.json else None
+            by_net, secs = score_networks(nets, names, options, inputs, targets, seed, device, partial)
+            runs.append(({name: [by_net[name][n] for n in net_ids] for name in names}, secs))
+        (values, seconds), values2 = runs[0], (runs[1][0] if len(runs) > 1 else None)
+    summary = summarise(rows, names, values, seconds, values2)
+    all_rows = read_all_rows(path)
+    all_hashes = [Spec.from_matrix(r["matrix"], r["ops"]).hash() for r in all_rows]
+    for name in names:  # over the whole table: a property of the peer's column, not of the rows checked
+        column = summary[name]["peer_column"]
+        summary[name]["peer_self_rho"], summary[name]["peer_self_n"] = (
+            peer_repeatability(all_rows, all_hashes, column) if column is not None else (None, 0))
     accuracy = [float(r["val_accuracy"]) for r in rows]
     for name in names:
         entry = summary[name]
@@ -154,8 +194,12 @@ def main(args, names: list[str], device: torch.device) -> int:
             peer = [float(r[name]) for r in rows]
             entry["exact_rows"] = int(sum(1 for a, b in zip(values[name], peer) if abs(a - b) <= 1e-6 * max(1.0, abs(b))))
     print(f"nb101 cifar10: {info['rows']} rows ({info['graphs']} graphs, {info['networks']} networks built "
-          f"'{args.build}'), batch {args.batch}, seed {args.seed}, device {device}")
-    print_table(summary, False)
+          f"'{args.build}'), batch {args.batch}, seed {args.seed}"
+          + (f", seed2 {args.seed2}" if args.seed2 is not None else "") + f", device {device}")
+    print_table(summary, values2 is not None)
+    print("\npeer self rho: the peer's first vs second row of each graph with several rows in the whole table")
+    for name, e in summary.items():
+        print(f"{name:<10}{fmt(e['peer_self_rho']):>8}  ({e['peer_self_n']} graphs)")
     print("\nagainst val_accuracy: rows (as the peer) and distinct graphs (accuracy averaged per hash)")
     print(f"{'proxy':<10}{'rho rows':>10}{'tau rows':>10}{'rho graphs':>12}{'tau graphs':>12}{'n graphs':>10}"
           f"{'exact rows':>12}")
@@ -166,5 +210,6 @@ def main(args, names: list[str], device: torch.device) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({**info, "proxies": summary,
-                                         "values": {k: v for k, v in values.items()}}, indent=1, allow_nan=True))
+                                         "values": {k: v for k, v in values.items()},
+                                         "values_seed2": values2}, indent=1, allow_nan=True))
     return 0
