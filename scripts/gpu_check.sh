@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole GPU check of issue 10 in one run (tried end to end on the CPU first: GPU_CHECK_CPU=1).
 #
-#   bash scripts/gpu_check.sh [STAGES]        STAGES: any of finish,sweep,profile,c100 (default: finish,sweep,profile)
+#   bash scripts/gpu_check.sh [STAGES]   STAGES: any of finish,sweep,sweep-mps,profile,c100 (default: finish,sweep,profile)
 #
 # - finish:  the whole NB201 CIFAR-10 space: resumes the run folder in runs/nb201-cifar10 (copied in from
 #            ../shared/runs when there) and scores what is missing with 8 GPU actors (0.125 GPU, 2 CPUs each);
@@ -9,6 +9,7 @@
 #            with 1, 2, 4, 8 actors on one GPU (num_gpus_per_actor 1, 0.5, 0.25, 0.125);
 # - profile: `python -m pipeline.bench gradsign --device cuda`: per cell, net build vs one batched
 #            forward+backward vs the production engine (where the time goes);
+# - sweep-mps: the sweep again under CUDA MPS (written for the next GPU session; not yet run);
 # - c100:    the whole NB201 CIFAR-100 space, as for finish.
 #
 # Inputs it expects beside the checkout (carried to the GPU machine, git-ignored): .whl/ (Ray and the
@@ -32,8 +33,10 @@ if [ -d .whl ] && ! python3 -c "import ray" 2>/dev/null; then
   export PYTHONPATH=/tmp/site
 fi
 export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0 PYTHONUNBUFFERED=1
-# The configs read ${GRADSIGN_DATA:-../shared/data}; a run folder stores the path it was made with.
-if [ ! -d ../shared/data ] && [ -d .gpu/data ]; then mkdir -p ../shared && ln -sfn "$PWD/.gpu/data" ../shared/data; fi
+# The configs read ${GRADSIGN_DATA:-../shared/data}; a run folder resumes wherever its data now lives
+# (its identity is the batch's content, not the path).
+if [ -z "${GRADSIGN_DATA:-}" ] && [ ! -d ../shared/data ] && [ -d .gpu/data ]; then export GRADSIGN_DATA=$PWD/.gpu/data; fi
+DATA_DIR=${GRADSIGN_DATA:-../shared/data}
 python3 -c "import ray, torch, sys; print('python', sys.version.split()[0], 'ray', ray.__version__, 'torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 nvidia-smi -L 2>/dev/null || true
 
@@ -42,13 +45,13 @@ if [ -n "${GPU_CHECK_CPU:-}" ]; then   # the CPU rehearsal: same commands, tiny 
   SMALL="--set sample.size=40 --set data.batch_size=8"
   PREFIX=runs/rehearsal-
   SWEEP="--actors 1,2 --cpus-per-actor 1 --sample 16 --batch 8"
-  PROFILE="--device cpu --cells 2 --batch 8 --threads 1"
+  PROFILE="--device cpu --cells 2 --batch 8 --threads 1 --data $DATA_DIR/cifar10_train_1000.npz"
 else
   ACT="--set ray.num_actors=8 --set ray.num_gpus_per_actor=0.125 --set ray.num_cpus_per_actor=2"
   SMALL=""
   PREFIX=runs/nb201-
   SWEEP="--gpu --actors 1,2,4,8 --cpus-per-actor 2 --sample 2000 --batch 64"
-  PROFILE="--device cuda --cells 24 --batch 64 --threads 2 --engines hooks"
+  PROFILE="--device cuda --cells 24 --batch 64 --threads 2 --engines hooks --data $DATA_DIR/cifar10_train_1000.npz"
 fi
 
 whole_space() {  # $1 dataset name in the configs
@@ -70,13 +73,19 @@ for stage in ${STAGES//,/ }; do
   case $stage in
     finish) whole_space cifar10 ;;
     c100) [ "$(left)" -gt 60 ] && whole_space cifar100 ;;
-    sweep)
+    sweep|sweep-mps)
+      # each of the 4 rows gets at most a quarter of the time left (a row stopped early still gives its rate)
+      cap=$(( $(left) / 4 )); [ "$cap" -gt 110 ] && cap=110; [ "$cap" -lt 20 ] && cap=20
+      if [ "$stage" = sweep-mps ]; then   # CUDA MPS: the actors' kernels may run concurrently (not yet measured)
+        nvidia-cuda-mps-control -d && log "MPS daemon started"
+      fi
       # shellcheck disable=SC2086
-      python3 -m pipeline.bench throughput $SWEEP --max-seconds 110 --out runs/throughput \
-          --json "$RES/throughput.json" 2>&1 | grep -v '^{' ;
+      python3 -m pipeline.bench throughput $SWEEP --max-seconds "$cap" --out "runs/$stage" \
+          --json "$RES/$stage.json" 2>&1 | grep -v '^{' ;
+      [ "$stage" = sweep-mps ] && echo quit | nvidia-cuda-mps-control
       python3 - "$RES/sweep-scores.parquet" <<'EOF'
 import sys, pyarrow as pa, pyarrow.parquet as pq, glob
-parts = [pq.read_table(p, columns=["arch_id", "arch", "gradsign", "nonfinite", "seconds"]) for p in sorted(glob.glob("runs/throughput/actors-*/scores/*.parquet"))]
+parts = [pq.read_table(p, columns=["arch_id", "arch", "gradsign", "nonfinite", "seconds"]) for p in sorted(glob.glob("runs/sweep*/actors-*/scores/*.parquet"))]
 if parts:
     pq.write_table(pa.concat_tables(parts), sys.argv[1])
 EOF
