@@ -117,9 +117,10 @@ class Dispatcher:
         self.singles: deque[Task] = deque()  # rows of split jobs waiting to be tried alone
         self.slots: list[Slot] = []
         self.in_flight: dict = {}  # ref -> slot
-        self.per_arch_seconds: list[float] = []
+        self.per_arch_seconds: deque[float] = deque(maxlen=5000)  # the latest measured seconds per arch
         self.devices: list[str] = []
         self.events: list[str] = []  # what went wrong and what was done, for the summary
+        self._last_start_cause: str | None = None
 
     # -- actors -----------------------------------------------------------------------------------------
     def _start_actors(self, count: int) -> list[Slot]:
@@ -177,8 +178,9 @@ class Dispatcher:
             while True:
                 if slot.busy_alone():
                     break
-                if self.singles and not slot.queue:
-                    self._submit(slot, self.singles.popleft())
+                if self.singles:  # rows tried alone go first: a slot stops taking jobs until it is empty
+                    if not slot.queue:
+                        self._submit(slot, self.singles.popleft())
                     break
                 if not self.jobs or len(slot.queue) >= self.r["in_flight_per_actor"]:
                     break
@@ -189,7 +191,7 @@ class Dispatcher:
         t = self.r["shard_timeout"]
         if not self.per_arch_seconds:
             return float(t["initial_s"])
-        p99 = float(np.percentile(self.per_arch_seconds[-5000:], 99))
+        p99 = float(np.percentile(self.per_arch_seconds, 99))
         return max(float(t["min_s"]), t["factor"] * p99 * len(task.positions))
 
     def _record_failed(self, task: Task, error: str) -> None:
