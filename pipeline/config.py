@@ -8,6 +8,7 @@ so the stored ``config.yaml`` shows the paths actually used).
 from __future__ import annotations
 
 import copy
+import math
 import os
 import re
 from pathlib import Path
@@ -113,7 +114,10 @@ def _nest(keys: list[str], value: Any) -> dict:
     return out
 
 
-def _check_int(cfg: dict, dotted: str, minimum: int | None = None, optional: bool = False) -> None:
+def check_number(cfg: dict, dotted: str, low: float | None = None, high: float | None = None,
+                 integer: bool = False, optional: bool = False, low_open: bool = False) -> None:
+    """The value at ``dotted`` is a finite number (an int if ``integer``) in [low, high] (or (low, high]
+    with ``low_open``); None passes when ``optional``. Else one ConfigError naming the key."""
     node = cfg
     *parents, leaf = dotted.split(".")
     for p in parents:
@@ -121,25 +125,25 @@ def _check_int(cfg: dict, dotted: str, minimum: int | None = None, optional: boo
     value = node[leaf]
     if value is None and optional:
         return
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"config key {dotted!r} must be an integer, got {value!r}")
-    if minimum is not None and value < minimum:
-        raise ConfigError(f"config key {dotted!r} must be >= {minimum}, got {value}")
-
-
-def _check_positive(value: Any, dotted: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ConfigError(f"config key {dotted!r} must be a number > 0, got {value!r}")
+    kind = "an integer" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
+        raise ConfigError(f"config key {dotted!r} must be {kind}, got {value!r}")
+    if not math.isfinite(value):
+        raise ConfigError(f"config key {dotted!r} must be finite, got {value!r}")
+    if low is not None and (value <= low if low_open else value < low):
+        raise ConfigError(f"config key {dotted!r} must be {'>' if low_open else '>='} {low}, got {value}")
+    if high is not None and value > high:
+        raise ConfigError(f"config key {dotted!r} must be <= {high}, got {value}")
 
 
 def validate(cfg: dict) -> dict:
     """Check types and ranges; fill ``output`` and ``topk_by``; return ``cfg``."""
     for key in ("data.batch_size", "shard_size", "ray.num_actors", "ray.in_flight_per_actor",
                 "ray.max_shard_attempts", "ray.object_store_mb"):
-        _check_int(cfg, key, minimum=1)
+        check_number(cfg, key, 1, integer=True)
     for key in ("data.seed", "sample.seed", "seed", "topk", "ray.max_restarts"):
-        _check_int(cfg, key, minimum=0 if key != "ray.max_restarts" else -1)
-    _check_int(cfg, "sample.size", minimum=1, optional=True)
+        check_number(cfg, key, 0 if key != "ray.max_restarts" else -1, integer=True)
+    check_number(cfg, "sample.size", 1, integer=True, optional=True)
     for key in ("num_cpus_per_actor", "num_gpus_per_actor"):
         value = cfg["ray"][key]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
@@ -168,10 +172,9 @@ def validate(cfg: dict) -> dict:
     gt = cfg["ground_truth"]
     if (gt["path"] is None) != (gt["column"] is None):
         raise ConfigError("'ground_truth.path' and 'ground_truth.column' go together: set both or neither")
-    for key in ("actor_start_timeout_s",):
-        _check_positive(cfg["ray"][key], f"ray.{key}")
-    for key, value in cfg["ray"]["shard_timeout"].items():
-        _check_positive(value, f"ray.shard_timeout.{key}")
+    check_number(cfg, "ray.actor_start_timeout_s", 0, low_open=True)
+    for key in cfg["ray"]["shard_timeout"]:
+        check_number(cfg, f"ray.shard_timeout.{key}", 0, low_open=True)
     if not isinstance(cfg["retry_failed"], bool):
         raise ConfigError(f"config key 'retry_failed' must be true or false, got {cfg['retry_failed']!r}")
     if cfg["precision"] not in PRECISIONS:

@@ -9,7 +9,6 @@ PATH}``).
 from __future__ import annotations
 
 import copy
-import math
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -17,7 +16,7 @@ import yaml
 
 from search.run import ALGORITHMS, DEFAULT_PARAMS
 
-from .config import ConfigError, _merge, layered
+from .config import ConfigError, _merge, check_number, layered
 
 _DATA = "${GRADSIGN_DATA:-../shared/data}"
 
@@ -69,24 +68,6 @@ def _merge_search(base: dict, override: dict, where: str = "") -> dict:
     return base
 
 
-def _number(cfg: dict, dotted: str, low: float | None = None, high: float | None = None,
-            integer: bool = False, optional: bool = False, low_open: bool = False) -> None:
-    node = cfg
-    *parents, leaf = dotted.split(".")
-    for p in parents:
-        node = node[p]
-    value = node[leaf]
-    if value is None and optional:
-        return
-    kind = "an integer" if integer else "a number"
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
-        raise ConfigError(f"config key {dotted!r} must be {kind}, got {value!r}")
-    if not math.isfinite(value):
-        raise ConfigError(f"config key {dotted!r} must be finite, got {value!r}")
-    if low is not None and (value <= low if low_open else value < low):
-        raise ConfigError(f"config key {dotted!r} must be {'>' if low_open else '>='} {low}, got {value}")
-    if high is not None and value > high:
-        raise ConfigError(f"config key {dotted!r} must be <= {high}, got {value}")
 
 
 def _names(cfg: dict, key: str, allow_null: bool) -> list:
@@ -113,15 +94,15 @@ def validate(cfg: dict) -> dict:
     cfg["proxy"] = _names(cfg, "proxy", allow_null=True) or None
     if cfg["proxy"] is not None and cfg["scores"] is None:
         raise ConfigError("config key 'scores' is required when 'proxy' is set (a run folder or a score table)")
-    _number(cfg, "proposals", 1, integer=True)
-    _number(cfg, "budget_seconds", 0, low_open=True)
-    _number(cfg, "runs", 1, integer=True)
-    _number(cfg, "seed", 0, integer=True)
+    check_number(cfg, "proposals", 1, integer=True)
+    check_number(cfg, "budget_seconds", 0, low_open=True)
+    check_number(cfg, "runs", 1, integer=True)
+    check_number(cfg, "seed", 0, integer=True)
     charge = cfg["charge_proxy"]
     if charge is False:
         charge = cfg["charge_proxy"] = None
     if charge is not None and charge != "measured":
-        _number(cfg, "charge_proxy", 0)
+        check_number(cfg, "charge_proxy", 0)
     if charge is not None and cfg["proxy"] is None:
         raise ConfigError("config key 'charge_proxy' needs a 'proxy' (the vanilla algorithms score nothing)")
     if not isinstance(cfg["compare_vanilla"], bool):
@@ -129,24 +110,24 @@ def validate(cfg: dict) -> dict:
     warm = cfg["warm_start"]
     if warm["path"] is not None and not isinstance(warm["path"], str):
         raise ConfigError(f"config key 'warm_start.path' must be a file path or null, got {warm['path']!r}")
-    _number(cfg, "warm_start.count", 1, integer=True)
-    _number(cfg, "rea.population", 1, integer=True)
-    _number(cfg, "rea.tournament", 1, cfg["rea"]["population"], integer=True)
-    _number(cfg, "reinforce.learning_rate", 0, low_open=True)
-    _number(cfg, "reinforce.baseline_momentum", 0, 1)
+    check_number(cfg, "warm_start.count", 1, integer=True)
+    check_number(cfg, "rea.population", 1, integer=True)
+    check_number(cfg, "rea.tournament", 1, cfg["rea"]["population"], integer=True)
+    check_number(cfg, "reinforce.learning_rate", 0, low_open=True)
+    check_number(cfg, "reinforce.baseline_momentum", 0, 1)
     if cfg["reinforce"]["baseline_momentum"] >= 1:
         raise ConfigError("config key 'reinforce.baseline_momentum' must be < 1")
     b = cfg["bohb"]
-    _number(cfg, "bohb.eta", 1, low_open=True)
-    _number(cfg, "bohb.min_budget", 0, low_open=True)
-    _number(cfg, "bohb.max_budget", b["min_budget"])
-    _number(cfg, "bohb.iterations", 1, integer=True)
-    _number(cfg, "bohb.top_n_percent", 1, 99, integer=True)
-    _number(cfg, "bohb.num_samples", 1, integer=True)
-    _number(cfg, "bohb.random_fraction", 0, 1)
-    _number(cfg, "bohb.bandwidth_factor", 0)
-    _number(cfg, "bohb.min_bandwidth", 0)
-    _number(cfg, "bohb.min_points_in_model", 1, integer=True, optional=True)
+    check_number(cfg, "bohb.eta", 1, low_open=True)
+    check_number(cfg, "bohb.min_budget", 0, low_open=True)
+    check_number(cfg, "bohb.max_budget", b["min_budget"])
+    check_number(cfg, "bohb.iterations", 1, integer=True)
+    check_number(cfg, "bohb.top_n_percent", 1, 99, integer=True)
+    check_number(cfg, "bohb.num_samples", 1, integer=True)
+    check_number(cfg, "bohb.random_fraction", 0, 1)
+    check_number(cfg, "bohb.bandwidth_factor", 0)
+    check_number(cfg, "bohb.min_bandwidth", 0)
+    check_number(cfg, "bohb.min_points_in_model", 1, integer=True, optional=True)
     bench = cfg["benchmark"]
     for key in ("path", "valid", "cost"):
         if not isinstance(bench["search"][key], str) or not bench["search"][key]:
@@ -156,9 +137,9 @@ def validate(cfg: dict) -> dict:
     columns = bench["final"]["columns"]
     if not columns or not all(isinstance(k, str) and isinstance(v, str) for k, v in columns.items()):
         raise ConfigError(f"config key 'benchmark.final.columns' must map dataset names to columns, got {columns!r}")
-    _number(cfg, "ray.num_workers", 0, integer=True)
-    _number(cfg, "ray.runs_per_task", 1, integer=True)
-    _number(cfg, "ray.object_store_mb", 64, integer=True)
+    check_number(cfg, "ray.num_workers", 0, integer=True)
+    check_number(cfg, "ray.runs_per_task", 1, integer=True)
+    check_number(cfg, "ray.object_store_mb", 64, integer=True)
     if cfg["output"] is None:
         cfg["output"] = str(Path("runs") / str(cfg["name"]))
     return cfg
