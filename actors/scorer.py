@@ -151,10 +151,9 @@ class Scorer:
                     raise
                 self._free()
                 factory = proxies.factory(name)
-                if "memory_budget_mb" in inspect.signature(factory).parameters:
-                    if budget is None:
-                        budget = inspect.signature(factory).parameters["memory_budget_mb"].default
-                    budget = max(1, int(budget) // 2)
+                options = inspect.signature(factory).parameters
+                if "memory_budget_mb" in options:  # a chunked proxy: half the memory per chunk
+                    budget = max(1, int(options["memory_budget_mb"].default if budget is None else budget) // 2)
                     proxy = factory(**{**self.options[name], "memory_budget_mb": budget})
         raise AssertionError("unreachable")
 
