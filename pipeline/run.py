@@ -57,8 +57,9 @@ def _expand_proxies(names: list[str]) -> list[str]:
     return names
 
 
-def prepare(cfg: dict) -> tuple[dict, Path]:
-    """Check everything that can be checked before any data is read or Ray starts."""
+def prepare(cfg: dict) -> tuple[dict, Path, list[int] | None]:
+    """Check everything that can be checked before any data is read or Ray starts; return the config,
+    the run folder and the arch_ids of ``sample.archs`` (None without a list), read once here."""
     proxy_registry.load_plugins(cfg["plugins"])
     cfg["proxies"] = _expand_proxies(cfg["proxies"])
     for name in cfg["proxy_options"]:
@@ -70,11 +71,12 @@ def prepare(cfg: dict) -> tuple[dict, Path]:
             raise config_mod.ConfigError(f"proxy_options.{name}: {exc}") from None
     space = get_space(cfg["space"])  # plugins above may register it; NB101's table from the user's cache
     dataset_info(cfg["dataset"])
-    if cfg["sample"]["archs"] is not None:
-        read_arch_list(cfg["sample"]["archs"], space)  # a malformed line fails here, before any file is made
+    arch_ids = None
+    if cfg["sample"]["archs"] is not None:  # a malformed line fails here, before any file is made
+        arch_ids = read_arch_list(cfg["sample"]["archs"], space)
     if cfg["topk_by"] is not None and cfg["topk_by"] not in cfg["proxies"]:
         raise config_mod.ConfigError(f"topk_by {cfg['topk_by']!r} is not one of proxies {cfg['proxies']}")
-    return cfg, Path(cfg["output"])
+    return cfg, Path(cfg["output"]), arch_ids
 
 
 def _load_batch(cfg: dict):
@@ -97,9 +99,8 @@ def _arch_ids_of(cfg: dict) -> list[int] | None:
         return None
 
 
-def _claim(run_dir: Path, cfg: dict, batch) -> None:
+def _claim(run_dir: Path, cfg: dict, batch, arch_ids: list[int] | None) -> None:
     """Resume only a folder whose content identity matches (paths may differ); record this invocation."""
-    arch_ids = None if cfg["sample"]["archs"] is None else read_arch_list(cfg["sample"]["archs"], get_space(cfg["space"]))
     ident = identity.content_identity(cfg, batch.fingerprint, arch_ids)
     previous = identity.stored_identity(run_dir, _fingerprint_at, _arch_ids_of)
     history = identity.check_and_record(run_dir, cfg, ident, previous, _expand_proxies)
@@ -147,7 +148,7 @@ def _make_actor(cfg: dict, batch_ref, labels_ref, num_classes: int):
 def run(cfg: dict) -> RunResult:
     """Score what ``cfg`` asks for; resumable; returns the run folder and its summary."""
     started = time.perf_counter()
-    cfg, run_dir = prepare(cfg)
+    cfg, run_dir, arch_ids = prepare(cfg)
     space = get_space(cfg["space"])
     info = dataset_info(cfg["dataset"])
     batch = _load_batch(cfg)
@@ -157,7 +158,7 @@ def run(cfg: dict) -> RunResult:
 
     lock = hold_run_folder(run_dir)  # one driver per run folder: a second one is refused here (pipeline/lock.py)
     try:
-        _claim(run_dir, cfg, batch)
+        _claim(run_dir, cfg, batch, arch_ids)
         (run_dir / "shards").mkdir(parents=True, exist_ok=True)
         (run_dir / "scores").mkdir(exist_ok=True)
         remove_temporaries(run_dir)  # half-written files of a run that was killed
