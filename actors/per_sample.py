@@ -31,6 +31,7 @@ gradient summed over all its uses, as the loop (and the reference's loop over ``
 from __future__ import annotations
 
 import contextlib
+import math
 import types
 import warnings
 from dataclasses import dataclass, field
@@ -74,15 +75,14 @@ class GradSignFallbackWarning(RuntimeWarning):
 class SignSums:
     """Per-layer sign sums S (same shapes as the weights) and how many non-finite entries were dropped.
 
-    ``add`` is exact: it masks and counts non-finite entries. ``add_unchecked`` skips that work and takes
-    a device-side flag saying whether the layer's per-sample gradients could hold a non-finite entry;
-    ``suspect`` reads all flags at once (one sync), and a caller that sees it true recomputes with
-    ``add``. Counts and flags stay on the device until read, so adding a layer never waits for the GPU.
+    ``add`` is exact: it masks and counts non-finite entries. ``add_unchecked`` skips that work; its caller
+    must vouch that every entry is finite (the hooks engine does so with an ``OverflowBound`` and redoes the
+    pass with ``add`` where it cannot). Counts stay on the device until read, so adding a layer never waits
+    for the GPU.
     """
 
     sums: dict[str, torch.Tensor] = field(default_factory=dict)
     _nonfinite: list[torch.Tensor] = field(default_factory=list)
-    _suspect: list[torch.Tensor] = field(default_factory=list)
     engine: str = ""  # the engine that computed these sums
     fallback: str | None = None  # why the hooks engine handed over (None: it did not)
 
@@ -98,24 +98,64 @@ class SignSums:
         self._nonfinite.append((~finite).sum())
         self._accumulate(name, torch.sign(per_sample).masked_fill_(~finite, 0.0).sum(0))
 
-    def add_unchecked(self, name: str, per_sample: torch.Tensor, suspect: torch.Tensor) -> None:
-        """Like ``add`` when every entry is finite, which ``suspect`` (a bool tensor) must vouch for."""
-        self._suspect.append(suspect)
+    def add_unchecked(self, name: str, per_sample: torch.Tensor) -> None:
+        """Like ``add`` when every entry is finite, which the caller must vouch for."""
         self._accumulate(name, torch.sign(per_sample).sum(0))
-
-    @property
-    def suspect(self) -> bool:
-        return bool(torch.stack(self._suspect).any().item()) if self._suspect else False
 
     @property
     def nonfinite(self) -> int:
         return int(torch.stack(self._nonfinite).sum().item()) if self._nonfinite else 0
 
     def score(self) -> float:
-        """sum_k |S_k| over every weight entry, accumulated in float64 (exact for any realistic size)."""
+        """sum_k |S_k| over every weight entry, accumulated in float64 (exact: every S_k is an integer).
+
+        One concatenation and one reduction for all layers, not a pair of kernels per layer."""
         if not self.sums:
             return 0.0
-        return float(torch.stack([s.abs().sum(dtype=torch.float64) for s in self.sums.values()]).sum().item())
+        flat = torch.cat([s.reshape(-1) for s in self.sums.values()])
+        return float(flat.abs().sum(dtype=torch.float64).item())
+
+
+class OverflowBound:
+    """Vouches, with one device sync per pass, that no per-sample gradient entry of any layer call is NaN/inf.
+
+    Each per-sample weight-gradient entry of a call is a sum of ``terms`` products x * grad_out, so if
+    max|x| * max|grad_out| * terms stays under the dtype's largest value / ``HEADROOM`` for every call, no entry
+    can overflow; a NaN or inf in x or grad_out makes its factor NaN/inf and the bound fails. Per call this
+    launches two one-pass reductions (``aminmax`` of x and of grad_out); the products and the comparison run
+    once per pass, in float64, when ``may_be_nonfinite`` is asked. ``require_finite`` adds a value that must itself be finite (the sum of
+    a weight's per-sample gradients over several calls, whose total the per-call factors do not bound).
+    """
+
+    HEADROOM = 32.0  # float32: limit 1.06e37, against a largest value of 3.4e38
+
+    def __init__(self) -> None:
+        self._x: list[torch.Tensor] = []  # per call: min and max of x (two 0-d tensors)
+        self._grad: list[torch.Tensor] = []  # per call: min and max of grad_out
+        self._scale: list[float] = []  # terms * HEADROOM / largest value of the call's dtype
+        self._finite: list[torch.Tensor] = []
+
+    def add_call(self, x: torch.Tensor, grad_out: torch.Tensor, terms: int) -> None:
+        # aminmax: one pass, NaN propagates (linalg.vector_norm(inf) is one kernel too, but 10x slower on the CPU)
+        self._x.extend(torch.aminmax(x))
+        self._grad.extend(torch.aminmax(grad_out))
+        dtype = x.dtype if x.dtype == grad_out.dtype else torch.promote_types(x.dtype, grad_out.dtype)
+        self._scale.append(float(terms) * self.HEADROOM / torch.finfo(dtype).max)
+
+    def require_finite(self, value: torch.Tensor) -> None:
+        self._finite.append(value.reshape(()))
+
+    def may_be_nonfinite(self) -> bool:
+        """True unless every call's bound holds and every required value is finite (NaN fails both)."""
+        fails = []
+        if self._x:
+            x = torch.stack(self._x).double().abs().view(-1, 2).amax(1)  # NaN propagates through abs and amax
+            grad = torch.stack(self._grad).double().abs().view(-1, 2).amax(1)
+            scale = torch.tensor(self._scale, dtype=torch.float64, device=x.device)
+            fails.append(~((x * grad * scale) < 1.0).all())
+        if self._finite:
+            fails.append(~torch.isfinite(torch.stack(self._finite)).all())
+        return bool(torch.stack(fails).any().item()) if fails else False
 
 
 def weighted_layers(net: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -223,28 +263,11 @@ def per_sample_weight_grad(module: nn.Module, x: torch.Tensor, grad_out: torch.T
     return _linear_per_sample_grad(module, x, grad_out)
 
 
-_SAFE_BOUND = 1e37  # well under float32's max (3.4e38)
-
-
-def may_be_nonfinite(x: torch.Tensor, grad_out: torch.Tensor, terms: int) -> torch.Tensor:
-    """A device-side bool: True unless every per-sample gradient entry is provably finite.
-
-    Each entry is a sum of ``terms`` products x * grad_out, so with max|x| * max|grad_out| * terms below
-    float32's range no entry can overflow; a NaN or inf in either input makes the bound NaN/inf -> True.
-    """
-    def max_abs(t: torch.Tensor) -> torch.Tensor:
-        low, high = torch.aminmax(t)  # one pass; NaN propagates
-        return torch.maximum(high, -low)
-
-    bound = max_abs(x) * max_abs(grad_out) * float(terms)
-    return ~(bound < _SAFE_BOUND)
-
-
 def _terms(module: nn.Module, x: torch.Tensor, grad_out: torch.Tensor) -> int:
     """How many products each per-sample weight-gradient entry sums (output positions, or tokens)."""
     if isinstance(module, nn.Conv2d):
-        return int(grad_out[0, 0].numel())
-    return max(1, int(x[0].numel() // max(1, x.shape[-1])))
+        return math.prod(grad_out.shape[2:])
+    return max(1, math.prod(x.shape[1:]) // max(1, x.shape[-1]))
 
 
 @dataclass
@@ -271,7 +294,7 @@ def _probe(net: nn.Module, inputs: torch.Tensor) -> _Probe:
             probe.kept_bytes += 3 * output.numel() * output.element_size()  # output, its grad, saved input
         if isinstance(module, WEIGHTED) and args and isinstance(args[0], torch.Tensor) and args[0].dim() > 0:
             kh, kw = module.kernel_size if isinstance(module, nn.Conv2d) else (1, 1)
-            cols = args[0][0].numel() * kh * kw
+            cols = math.prod(args[0].shape[1:]) * kh * kw
             probe.transient_bytes = max(probe.transient_bytes,
                                         2 * (cols + module.weight.numel()) * module.weight.element_size())
 
@@ -379,7 +402,7 @@ class _HooksPass:
         # A weight used in several calls has its per-sample gradient summed over its calls before the sign
         # is taken; most weights are used once and reduce at once.
         self.pending: dict[str, torch.Tensor] = {}
-        self.pending_suspect: dict[str, torch.Tensor] = {}
+        self.bound = OverflowBound()  # vouches for the unchecked sums (not used when exact)
         self.calls_left: dict[str, int] = {}
         self.n = 0  # samples in the current chunk
         self.call = 0  # index of the next scored-module call in this chunk's forward
@@ -390,24 +413,25 @@ class _HooksPass:
         self.fired_first = 0
 
     # -- reduction -------------------------------------------------------------------------------------
-    def _reduce(self, key: str, per_sample: torch.Tensor, suspect: torch.Tensor) -> None:
+    def _reduce(self, key: str, per_sample: torch.Tensor) -> None:
         if self.calls_left[key] > 0 or key in self.pending:
             if key in self.pending:
-                per_sample, suspect = self.pending[key] + per_sample, self.pending_suspect[key] | suspect
-            self.pending[key], self.pending_suspect[key] = per_sample, suspect
+                per_sample = self.pending[key] + per_sample
+            self.pending[key] = per_sample
             if self.calls_left[key] == 0:
                 self._flush(key)
         elif self.exact:
             self.result.add(key, per_sample)
         else:
-            self.result.add_unchecked(key, per_sample, suspect)
+            self.result.add_unchecked(key, per_sample)
 
     def _flush(self, key: str) -> None:
-        per_sample, suspect = self.pending.pop(key), self.pending_suspect.pop(key)
+        per_sample = self.pending.pop(key)
         if self.exact:
             self.result.add(key, per_sample)
         else:
-            self.result.add_unchecked(key, per_sample, suspect | ~torch.isfinite(per_sample.sum()))
+            self.bound.require_finite(per_sample.sum())  # the calls' sum may overflow where each did not
+            self.result.add_unchecked(key, per_sample)
 
     # -- hooks -----------------------------------------------------------------------------------------
     def forward_hook(self, name: str):
@@ -442,9 +466,9 @@ class _HooksPass:
                 grad_out = grad_out.detach()
                 if grad_out.shape[0] != self.n:
                     raise HooksUnsupported(f"{label}: output gradient {tuple(grad_out.shape)} has no row per sample")
-                suspect = (grad_out.new_zeros((), dtype=torch.bool) if self.exact
-                           else may_be_nonfinite(x, grad_out, _terms(module, x, grad_out)))
-                self._reduce(key, per_sample_weight_grad(module, x, grad_out, self.conv_method), suspect)
+                if not self.exact:
+                    self.bound.add_call(x, grad_out, _terms(module, x, grad_out))
+                self._reduce(key, per_sample_weight_grad(module, x, grad_out, self.conv_method))
 
             output.register_hook(on_grad)
         return hook
@@ -562,16 +586,18 @@ def sign_sums_hooks(net: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
 
     Raises ``HooksUnsupported`` (naming the module) where its numbers could differ from the loop's; the
     checks are listed on ``_HooksPass``. Per layer the per-sample gradients are reduced to sign sums at once,
-    without the non-finite masking, while a cheap bound (``may_be_nonfinite``) vouches that no entry can be
-    NaN/inf; if any layer's bound fails, the whole pass is redone with exact masking and counting.
+    without the non-finite masking, while a cheap bound (``OverflowBound``, read once per pass) vouches that
+    no entry can be NaN/inf; if any layer's bound fails, the whole pass is redone with exact masking and
+    counting.
     """
     net.train()
     layers = weighted_layers(net)
     check_modules(layers)
     probe = _probe(net, inputs)
     chunk_size = chunk_size or probe.chunk_size(inputs.shape[0], memory_budget_mb)
-    result = _HooksPass(net, layers, probe, conv_method, exact=False).run(inputs, targets, chunk_size)
-    if result.suspect:
+    fast = _HooksPass(net, layers, probe, conv_method, exact=False)
+    result = fast.run(inputs, targets, chunk_size)
+    if fast.bound.may_be_nonfinite():
         result = _HooksPass(net, layers, probe, conv_method, exact=True).run(inputs, targets, chunk_size)
     return result
 

@@ -32,6 +32,7 @@ from actors.per_sample import sign_sums
 from actors.scorer import arch_seed, set_precision
 
 from . import throughput
+from .opcount import count_ops
 from .data import dataset_info, load_batch
 
 
@@ -103,6 +104,9 @@ def bench_gradsign(args: argparse.Namespace) -> dict:
         _sync(device)
         row["build"] = time.perf_counter() - built  # net construction on the CPU + copy to the device
         row["floor"] = _timed(lambda: fresh(arch), lambda net: _floor(net, x, y), device, args.repeats)
+        if args.count_ops:  # one more, untimed run under the op counter
+            net = fresh(arch)
+            row["floor_ops"] = count_ops(lambda: _floor(net, x, y))[1].device
         for engine in engines:
             result = {}
 
@@ -116,6 +120,9 @@ def bench_gradsign(args: argparse.Namespace) -> dict:
             row[engine] = _timed(lambda: fresh(arch), go, device, args.repeats if engine != "loop" else 1)
             row[f"{engine}_score"] = result["sums"].score()
             row[f"{engine}_peak_mb"] = _peak_mb(device)
+            if args.count_ops and engine != "loop":
+                net = fresh(arch)
+                row[f"{engine}_ops"] = count_ops(lambda: go(net) or result["sums"].score())[1].device
         rows.append(row)
         print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()
                           if k != "arch"}), file=sys.stderr)
@@ -145,6 +152,9 @@ def summarise(rows: list[dict], engines: list[str], args) -> dict:
                 rel.append(0.0 if a == b else abs(a - b) / max(abs(a), 1e-12))
             out[f"{engine}_vs_loop"] = {"max_rel_diff": max(rel), "zeros_identical": zeros_agree}
     out["peak_mb"] = {e: max(r[f"{e}_peak_mb"] for r in rows) for e in engines}
+    if rows and "floor_ops" in rows[0]:
+        out["median_device_ops"] = {k: statistics.median(r[f"{k}_ops"] for r in rows)
+                                    for k in ["floor", *engines] if f"{k}_ops" in rows[0]}
     return out
 
 
@@ -153,11 +163,17 @@ def print_table(summary: dict, engines: list[str]) -> None:
     print(f"space {summary.get('space', 'nb201')}, device {summary['device']}, {summary['threads']} threads, "
           f"batch {summary['batch']}, "
           f"{summary['cells']} cells (median seconds per cell)")
-    print(f"{'engine':<8}{'median s':>10}{'x floor':>9}{'peak MB':>10}")
+    ops = summary.get("median_device_ops", {})
+
+    def ops_cell(k: str) -> str:
+        return f"{ops[k]:>12.0f}" if k in ops else f"{'':>12}"
+
+    print(f"{'engine':<8}{'median s':>10}{'x floor':>9}{'peak MB':>10}" + (f"{'device ops':>12}" if ops else ""))
     print(f"{'build':<8}{med['build']:>10.4f}{med['build'] / med['floor']:>9.2f}{'':>10}")
-    print(f"{'floor':<8}{med['floor']:>10.4f}{1.0:>9.2f}{'':>10}")
+    print(f"{'floor':<8}{med['floor']:>10.4f}{1.0:>9.2f}{'':>10}" + (ops_cell("floor") if ops else ""))
     for e in engines:
-        print(f"{e:<8}{med[e]:>10.4f}{med[e] / med['floor']:>9.2f}{summary['peak_mb'][e]:>10.0f}")
+        print(f"{e:<8}{med[e]:>10.4f}{med[e] / med['floor']:>9.2f}{summary['peak_mb'][e]:>10.0f}"
+              + (ops_cell(e) if ops else ""))
     if "loop_over_hooks" in summary:
         print(f"loop / hooks = {summary['loop_over_hooks']:.2f}x faster")
     for e in engines:
@@ -186,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--channels-last", action="store_true")
     g.add_argument("--tf32", action="store_true", help="allow TF32 matmuls/convolutions (CUDA)")
     g.add_argument("--bf16", action="store_true", help="run the engines under bf16 autocast")
+    g.add_argument("--count-ops", action="store_true",
+                   help="also count, per cell, the aten operations that do device work (pipeline/opcount.py)")
     g.add_argument("--json", help="also write the summary here")
     throughput.add_parser(sub)
     args = parser.parse_args(argv)

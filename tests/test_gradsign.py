@@ -122,3 +122,26 @@ def test_registry_names_and_unknown_proxy():
         proxies.get("nope")
     with pytest.raises(ValueError, match="valid engines"):
         proxies.get("gradsign", engine="nope")(fresh(CELLS[0]), torch.zeros(2, 3, 32, 32), torch.zeros(2, dtype=torch.long))
+
+
+def test_overflow_bound_vouches_only_for_entries_that_cannot_be_nonfinite():
+    from actors.per_sample import OverflowBound
+
+    def bound(x, g, terms=1, dtype=torch.float32):
+        b = OverflowBound()
+        b.add_call(torch.tensor([0.5, -x], dtype=dtype), torch.tensor([g, 0.25], dtype=dtype), terms)
+        b.add_call(torch.ones(3, dtype=dtype), torch.ones(3, dtype=dtype), 9)  # a harmless second call
+        return b.may_be_nonfinite()
+
+    assert not OverflowBound().may_be_nonfinite()
+    assert not bound(1.0, 1.0)
+    assert not bound(1e18, 1e18)  # 1e36 < float32 max / 32
+    assert bound(1e18, 1e18, terms=100)  # 1e38: entries summing 100 such products could overflow
+    assert bound(-1e20, 1e20)  # the magnitude counts, whatever the sign
+    assert bound(float("nan"), 1.0) and bound(1.0, float("inf")) and bound(1.0, float("-inf"))
+    assert not bound(10.0, 10.0, dtype=torch.float16) and bound(300.0, 300.0, dtype=torch.float16)
+    b = OverflowBound()
+    b.require_finite(torch.tensor([1.0, 2.0]).sum())
+    assert not b.may_be_nonfinite()
+    b.require_finite(torch.tensor(float("inf")))
+    assert b.may_be_nonfinite()
