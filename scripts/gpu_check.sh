@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
 # The whole GPU check of issue 10 in one run (tried end to end on the CPU first: GPU_CHECK_CPU=1).
 #
-#   bash scripts/gpu_check.sh [STAGES]   STAGES: any of finish,sweep,sweep-mps,profile,c100 (default: finish,sweep,profile)
+#   bash scripts/gpu_check.sh [STAGES]   STAGES: any of finish,sweep,sweep-mps,profile,nb101,c100
+#                                        (default: sweep-mps,profile,nb101,c100: what the next lease owes)
 #
 # - finish:  the whole NB201 CIFAR-10 space: resumes the run folder in runs/nb201-cifar10 (copied in from
 #            ../shared/runs when there) and scores what is missing with 8 GPU actors (0.125 GPU, 2 CPUs each);
 # - sweep:   `python -m pipeline.bench throughput`: the same 2,000-cell sample through `gradsign score`
 #            with 1, 2, 4, 8 actors on one GPU (num_gpus_per_actor 1, 0.5, 0.25, 0.125);
-# - profile: `python -m pipeline.bench gradsign --device cuda`: per cell, net build vs one batched
-#            forward+backward vs the production engine (where the time goes);
-# - sweep-mps: the sweep again under CUDA MPS (written for the next GPU session; not yet run);
+# - profile: `python -m pipeline.bench gradsign --device cuda --count-ops`: per cell, net build vs one
+#            batched forward+backward vs the production engine, with the device operations each dispatches
+#            (where the time goes; the op counts are the CPU's, so time per op is the GPU's own figure);
+# - sweep-mps: the sweep under CUDA MPS (the actors' kernels may then run concurrently): 4 and 8 actors at
+#            2 CPUs each (to set beside the plain sweep), then 16 actors at 1 CPU each;
+# - nb101:   the profile on 8 NB101 cells (the GPU cost per cell that the whole-space projection needs);
+#            the graph table comes from .gpu/cache (GRADSIGN_CACHE) or is enumerated there (about 35 s);
 # - c100:    the whole NB201 CIFAR-100 space, as for finish.
 #
 # Inputs it expects beside the checkout (carried to the GPU machine, git-ignored): .whl/ (Ray and the
@@ -22,7 +27,7 @@ mkdir -p "$OUT"
 RES=${RES:-/tmp/gpu_check}   # everything measured; bundled into $OUT/bundle.tar.gz at the end
 rm -rf "$RES" && mkdir -p "$RES"
 exec > >(tee "$OUT/log.txt") 2>&1
-STAGES=${1:-finish,sweep,profile}
+STAGES=${1:-sweep-mps,profile,nb101,c100}
 START=$(date +%s)
 log() { echo "[$(( $(date +%s) - START ))s] $*"; }
 # seconds left before the bundle must be written (GPU_CHECK_SECONDS is the whole budget of this script)
@@ -46,12 +51,18 @@ if [ -n "${GPU_CHECK_CPU:-}" ]; then   # the CPU rehearsal: same commands, tiny 
   PREFIX=runs/rehearsal-
   SWEEP="--actors 1,2 --cpus-per-actor 1 --sample 16 --batch 8"
   PROFILE="--device cpu --cells 2 --batch 8 --threads 1 --data $DATA_DIR/cifar10_train_1000.npz"
+  SWEEP_MPS="--actors 2 --cpus-per-actor 1 --sample 16 --batch 8"
+  SWEEP_MPS_WIDE="--actors 1 --cpus-per-actor 1 --sample 16 --batch 8"
+  NB101="--device cpu --cells 1 --batch 8 --threads 1 --repeats 1"
 else
   ACT="--set ray.num_actors=8 --set ray.num_gpus_per_actor=0.125 --set ray.num_cpus_per_actor=2"
   SMALL=""
   PREFIX=runs/nb201-
   SWEEP="--gpu --actors 1,2,4,8 --cpus-per-actor 2 --sample 2000 --batch 64"
   PROFILE="--device cuda --cells 24 --batch 64 --threads 2 --engines hooks --data $DATA_DIR/cifar10_train_1000.npz"
+  SWEEP_MPS="--gpu --actors 4,8 --cpus-per-actor 2 --sample 2000 --batch 64"
+  SWEEP_MPS_WIDE="--gpu --actors 16 --cpus-per-actor 1 --sample 2000 --batch 64"
+  NB101="--device cuda --cells 8 --batch 64 --threads 2 --repeats 2"
 fi
 
 whole_space() {  # $1 dataset name in the configs
@@ -73,16 +84,30 @@ for stage in ${STAGES//,/ }; do
   case $stage in
     finish) whole_space cifar10 ;;
     c100) [ "$(left)" -gt 60 ] && whole_space cifar100 ;;
-    sweep|sweep-mps)
+    sweep)
       # each of the 4 rows gets at most a quarter of the time left (a row stopped early still gives its rate)
       cap=$(( $(left) / 4 )); [ "$cap" -gt 110 ] && cap=110; [ "$cap" -lt 20 ] && cap=20
-      if [ "$stage" = sweep-mps ]; then   # CUDA MPS: the actors' kernels may run concurrently (not yet measured)
-        nvidia-cuda-mps-control -d && log "MPS daemon started"
-      fi
       # shellcheck disable=SC2086
       python3 -m pipeline.bench throughput $SWEEP --max-seconds "$cap" --out "runs/$stage" \
-          --json "$RES/$stage.json" 2>&1 | grep -v '^{' ;
-      [ "$stage" = sweep-mps ] && echo quit | nvidia-cuda-mps-control
+          --json "$RES/$stage.json" 2>&1 | grep -v '^{' ;;&
+    sweep-mps)
+      # 3 rows, each at most 90 s (a row stopped early still gives its steady rate)
+      cap=$(( $(left) / 6 )); [ "$cap" -gt 90 ] && cap=90; [ "$cap" -lt 20 ] && cap=20
+      if [ -z "${GPU_CHECK_CPU:-}" ]; then
+        export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps-pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log
+        mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
+        nvidia-cuda-mps-control -d && log "MPS daemon started" || log "MPS daemon did not start"
+      fi
+      # shellcheck disable=SC2086
+      python3 -m pipeline.bench throughput $SWEEP_MPS --max-seconds "$cap" --out "runs/$stage" \
+          --json "$RES/$stage.json" 2>&1 | grep -v '^{'
+      # shellcheck disable=SC2086
+      python3 -m pipeline.bench throughput $SWEEP_MPS_WIDE --max-seconds "$cap" --out "runs/$stage-16" \
+          --json "$RES/$stage-16.json" 2>&1 | grep -v '^{'
+      if [ -z "${GPU_CHECK_CPU:-}" ]; then
+        echo quit | nvidia-cuda-mps-control; unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
+      fi ;;&
+    sweep|sweep-mps)
       python3 - "$RES/sweep-scores.parquet" <<'EOF'
 import sys, pyarrow as pa, pyarrow.parquet as pq, glob
 parts = [pq.read_table(p, columns=["arch_id", "arch", "gradsign", "nonfinite", "seconds"]) for p in sorted(glob.glob("runs/sweep*/actors-*/scores/*.parquet"))]
@@ -92,7 +117,13 @@ EOF
       ;;
     profile)
       # shellcheck disable=SC2086
-      timeout 120 python3 -m pipeline.bench gradsign $PROFILE --json "$RES/profile.json" 2>&1 | grep -v '^{' ;;
+      timeout 120 python3 -m pipeline.bench gradsign $PROFILE --count-ops --json "$RES/profile.json" 2>&1 \
+          | grep -v '^{' ;;
+    nb101)
+      [ -d .gpu/cache ] && export GRADSIGN_CACHE=$PWD/.gpu/cache
+      # shellcheck disable=SC2086
+      timeout 240 python3 -m pipeline.bench gradsign --space nb101 $NB101 --engines hooks --count-ops \
+          --data "$DATA_DIR/cifar10_train_1000.npz" --json "$RES/nb101.json" 2>&1 | grep -v '^{' ;;
   esac
 done
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>/dev/null | tee "$RES/gpu.txt"
