@@ -14,7 +14,8 @@
 # - sweep-mps: the sweep under CUDA MPS (the actors' kernels may then run concurrently): 4 and 8 actors at
 #            2 CPUs each (to set beside the plain sweep), then 16 actors at 1 CPU each;
 # - nb101:   the profile on 8 NB101 cells (the GPU cost per cell that the whole-space projection needs);
-#            the graph table comes from .gpu/cache (GRADSIGN_CACHE) or is enumerated there (about 35 s);
+#            the graph table comes from .gpu/cache (GRADSIGN_CACHE) if carried, else it is enumerated there
+#            (about 35 s on one core; the 14 MB table does not fit the 64 MiB carry beside the Ray wheel);
 # - c100:    the whole NB201 CIFAR-100 space, as for finish.
 #
 # Inputs it expects beside the checkout (carried to the GPU machine, git-ignored): .whl/ (Ray and the
