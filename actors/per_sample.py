@@ -271,8 +271,12 @@ def _terms(module: nn.Module, x: torch.Tensor, grad_out: torch.Tensor) -> int:
 
 
 @dataclass
-class _Probe:
-    """One no-grad forward of sample 0 alone: what the chunk size and the hooks engine's checks need."""
+class Probe:
+    """One no-grad forward of sample 0 alone: what the chunk size and the hooks engine's checks need.
+
+    It depends on the network's structure and weights and on sample 0, not on the device: a probe made on a
+    CPU copy of the network (same seed, same weights) serves the same network on a GPU, and takes its
+    launches off the GPU (``sign_sums(..., probe=...)``). Modules are named, not held."""
 
     calls: list[tuple[str, tuple[int, ...]]]  # (module name, input shape) of every scored-module call, in order
     logits: torch.Tensor | None  # the network's output for sample 0 alone
@@ -284,9 +288,9 @@ class _Probe:
         return int(max(1, min(n, budget // max(1, self.kept_bytes + self.transient_bytes))))
 
 
-def _probe(net: nn.Module, inputs: torch.Tensor) -> _Probe:
+def probe_network(net: nn.Module, inputs: torch.Tensor) -> Probe:
     names = {id(m): name for name, m in weighted_layers(net)}
-    probe = _Probe([], None, 0, 0)
+    probe = Probe([], None, 0, 0)
     handles = []
 
     def count(module: nn.Module, args, output) -> None:
@@ -323,7 +327,7 @@ def auto_chunk_size(net: nn.Module, inputs: torch.Tensor, memory_budget_mb: int 
     A function of (network structure, input shape, budget) only - not of free device memory - so every
     actor picks the same chunks for the same cell. Measured by one no-grad forward of a single sample.
     """
-    return _probe(net, inputs).chunk_size(inputs.shape[0], memory_budget_mb)
+    return probe_network(net, inputs).chunk_size(inputs.shape[0], memory_budget_mb)
 
 
 def _chunks(n: int, chunk_size: int) -> Iterator[slice]:
@@ -392,7 +396,7 @@ class _HooksPass:
     summed over every call of every module holding it before the sign is taken.
     """
 
-    def __init__(self, net: nn.Module, layers: list[tuple[str, nn.Module]], probe: _Probe, conv_method: str,
+    def __init__(self, net: nn.Module, layers: list[tuple[str, nn.Module]], probe: Probe, conv_method: str,
                  exact: bool):
         self.net, self.layers, self.probe = net, layers, probe
         self.conv_method, self.exact = conv_method, exact
@@ -494,6 +498,8 @@ class _HooksPass:
     # -- first-chunk checks ----------------------------------------------------------------------------
     def _check_interaction(self, out: torch.Tensor) -> None:
         alone = self.probe.logits
+        if alone is not None and alone.device != out.device:  # a probe made on a host copy of the network
+            alone = alone.to(out.device)
         if alone is None or not _same_values(out[:1].detach(), alone, _interaction_rtol(out)):
             raise HooksUnsupported(
                 "sample 0's output inside the batch differs from its output alone: samples interact "
@@ -581,7 +587,7 @@ class _HooksPass:
 
 def sign_sums_hooks(net: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
                     chunk_size: int | None = None, memory_budget_mb: int = DEFAULT_MEMORY_BUDGET_MB,
-                    conv_method: str = "auto") -> SignSums:
+                    conv_method: str = "auto", probe: Probe | None = None) -> SignSums:
     """Production engine: batched forward+backward per chunk, per-sample grads formed in hooks.
 
     Raises ``HooksUnsupported`` (naming the module) where its numbers could differ from the loop's; the
@@ -593,7 +599,7 @@ def sign_sums_hooks(net: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
     net.train()
     layers = weighted_layers(net)
     check_modules(layers)
-    probe = _probe(net, inputs)
+    probe = probe or probe_network(net, inputs)
     chunk_size = chunk_size or probe.chunk_size(inputs.shape[0], memory_budget_mb)
     fast = _HooksPass(net, layers, probe, conv_method, exact=False)
     result = fast.run(inputs, targets, chunk_size)
@@ -684,9 +690,13 @@ def _fall_back(net: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, chun
 
 def sign_sums(net: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, engine: str = "hooks",
               chunk_size: int | None = None, memory_budget_mb: int = DEFAULT_MEMORY_BUDGET_MB,
-              conv_method: str = "auto", fallback: str = "auto") -> SignSums:
+              conv_method: str = "auto", fallback: str = "auto", probe: Probe | None = None) -> SignSums:
     """Sign sums by ``engine``; ``chunk_size`` None = the largest chunk that fits ``memory_budget_mb``;
     ``conv_method`` picks how the hooks engine forms per-sample conv gradients (``CONV_METHODS``).
+    ``probe`` (hooks engine only): ``probe_network`` of this network made elsewhere, e.g. on a CPU copy
+    before the network moved to the GPU; None = the engine probes ``net`` itself. A probe of another
+    network cannot pass the engine's checks (call order, sample 0's output), so it costs a fallback, never
+    a wrong number.
 
     ``fallback`` (hooks engine only): what to do with a network the hooks engine cannot vouch for -
     ``auto`` (func, or loop where vmap cannot run it), ``func``, ``loop``, or ``error`` (raise
@@ -700,7 +710,7 @@ def sign_sums(net: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, engin
         raise ValueError(f"unknown GradSign fallback {fallback!r}; valid: {', '.join(FALLBACKS)}")
     if engine == "hooks":
         try:
-            return sign_sums_hooks(net, inputs, targets, chunk_size, memory_budget_mb, conv_method)
+            return sign_sums_hooks(net, inputs, targets, chunk_size, memory_budget_mb, conv_method, probe)
         except HooksUnsupported as exc:
             if fallback == "error":
                 raise

@@ -8,6 +8,7 @@ batch, in one run, it times per cell:
   floor  one ordinary batched forward+backward at batch N (BatchNorm in batch mode, mean loss)
   loop   the per-sample loop engine (N backward passes at batch 1: the reference's way)
   hooks  the production engine (one batched pass per chunk, per-sample grads in hooks)
+  hooks-hostprobe  the same, with its one-sample probe run on a CPU copy of the net (timed: probe + engine)
   func   the torch.func vmap(grad) engine
 and prints per-cell medians, the ratios hooks/floor and loop/hooks, peak memory, and each cell's
 agreement with the loop (relative difference; exact zeros must coincide). Speed belongs here, never in
@@ -17,6 +18,7 @@ a timed test: every ratio is measured in one run on one machine.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import resource
 import statistics
@@ -28,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 import spaces
-from actors.per_sample import sign_sums
+from actors.per_sample import probe_network, sign_sums
 from actors.scorer import arch_seed, set_precision
 
 from . import throughput
@@ -74,7 +76,8 @@ def bench_gradsign(args: argparse.Namespace) -> dict:
     set_precision("tf32" if args.tf32 else "fp32")  # the scorer's setting: fp32 unless asked
     info = dataset_info(args.dataset)
     batch = load_batch(args.data, info.name, args.batch, seed=0)
-    x = torch.from_numpy(batch.images).to(device)
+    x_host = torch.from_numpy(batch.images)
+    x = x_host.to(device)
     y = torch.from_numpy(batch.labels).to(device)
     if args.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -92,6 +95,13 @@ def bench_gradsign(args: argparse.Namespace) -> dict:
         net = space.build(arch, info.num_classes).to(device)
         return net.to(memory_format=torch.channels_last) if args.channels_last else net
 
+    def fresh_pair(arch: str) -> tuple[torch.nn.Module, torch.nn.Module]:
+        """The net on the CPU (for a host probe) and an identical copy on the device."""
+        torch.manual_seed(arch_seed(args.seed, arch))
+        host = space.build(arch, info.num_classes)
+        net = copy.deepcopy(host).to(device)
+        return host, (net.to(memory_format=torch.channels_last) if args.channels_last else net)
+
     rows = []
     for arch_id in ids:
         arch = space.arch(arch_id)
@@ -106,23 +116,32 @@ def bench_gradsign(args: argparse.Namespace) -> dict:
         row["floor"] = _timed(lambda: fresh(arch), lambda net: _floor(net, x, y), device, args.repeats)
         if args.count_ops:  # one more, untimed run under the op counter
             net = fresh(arch)
-            row["floor_ops"] = count_ops(lambda: _floor(net, x, y))[1].device
+            row["floor_ops"] = count_ops(lambda: _floor(net, x, y), device)[1].device
         for engine in engines:
             result = {}
+            host_probe = engine == "hooks-hostprobe"
 
-            def go(net):
+            def go(arg):
+                net, probe = arg, None
+                if host_probe:
+                    host, net = arg
+                    probe = probe_network(host, x_host)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
-                    result["sums"] = sign_sums(net, x, y, engine=engine, chunk_size=args.chunk_size,
-                                               conv_method=args.conv_method)
+                    result["sums"] = sign_sums(net, x, y, engine="hooks" if host_probe else engine,
+                                               chunk_size=args.chunk_size, conv_method=args.conv_method,
+                                               probe=probe)
+
+            def setup():
+                return fresh_pair(arch) if host_probe else fresh(arch)
 
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-            row[engine] = _timed(lambda: fresh(arch), go, device, args.repeats if engine != "loop" else 1)
+            row[engine] = _timed(setup, go, device, args.repeats if engine != "loop" else 1)
             row[f"{engine}_score"] = result["sums"].score()
             row[f"{engine}_peak_mb"] = _peak_mb(device)
             if args.count_ops and engine != "loop":
-                net = fresh(arch)
-                row[f"{engine}_ops"] = count_ops(lambda: go(net) or result["sums"].score())[1].device
+                arg = setup()
+                row[f"{engine}_ops"] = count_ops(lambda: go(arg) or result["sums"].score(), device)[1].device
         rows.append(row)
         print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()
                           if k != "arch"}), file=sys.stderr)
@@ -168,11 +187,11 @@ def print_table(summary: dict, engines: list[str]) -> None:
     def ops_cell(k: str) -> str:
         return f"{ops[k]:>12.0f}" if k in ops else f"{'':>12}"
 
-    print(f"{'engine':<8}{'median s':>10}{'x floor':>9}{'peak MB':>10}" + (f"{'device ops':>12}" if ops else ""))
-    print(f"{'build':<8}{med['build']:>10.4f}{med['build'] / med['floor']:>9.2f}{'':>10}")
-    print(f"{'floor':<8}{med['floor']:>10.4f}{1.0:>9.2f}{'':>10}" + (ops_cell("floor") if ops else ""))
+    print(f"{'engine':<16}{'median s':>10}{'x floor':>9}{'peak MB':>10}" + (f"{'device ops':>12}" if ops else ""))
+    print(f"{'build':<16}{med['build']:>10.4f}{med['build'] / med['floor']:>9.2f}{'':>10}")
+    print(f"{'floor':<16}{med['floor']:>10.4f}{1.0:>9.2f}{'':>10}" + (ops_cell("floor") if ops else ""))
     for e in engines:
-        print(f"{e:<8}{med[e]:>10.4f}{med[e] / med['floor']:>9.2f}{summary['peak_mb'][e]:>10.0f}"
+        print(f"{e:<16}{med[e]:>10.4f}{med[e] / med['floor']:>9.2f}{summary['peak_mb'][e]:>10.0f}"
               + (ops_cell(e) if ops else ""))
     if "loop_over_hooks" in summary:
         print(f"loop / hooks = {summary['loop_over_hooks']:.2f}x faster")

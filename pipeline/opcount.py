@@ -14,6 +14,7 @@ from typing import Callable, TypeVar
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 T = TypeVar("T")
 
@@ -27,24 +28,35 @@ _NO_DEVICE_WORK = frozenset({
 @dataclass
 class OpCount:
     total: int = 0  # every aten operation dispatched
-    device: int = 0  # those that do device work (a kernel or a copy on a GPU)
+    device: int = 0  # those that do device work (a kernel or a copy on a GPU), on the device asked for
 
 
 class _Counter(TorchDispatchMode):
-    def __init__(self, count: OpCount):
+    def __init__(self, count: OpCount, device_type: str | None):
         super().__init__()
         self.count = count
+        self.device_type = device_type
+
+    def _on_device(self, *trees) -> bool:
+        return self.device_type is None or any(
+            isinstance(leaf, torch.Tensor) and leaf.device.type == self.device_type for leaf in tree_leaves(trees))
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
         self.count.total += 1
-        if not func.is_view and func.overloadpacket.__name__ not in _NO_DEVICE_WORK:
+        out = func(*args, **kwargs)
+        if (not func.is_view and func.overloadpacket.__name__ not in _NO_DEVICE_WORK
+                and self._on_device(args, kwargs, out)):
             self.count.device += 1
-        return func(*args, **(kwargs or {}))
+        return out
 
 
-def count_ops(fn: Callable[[], T]) -> tuple[T, OpCount]:
-    """Run ``fn()`` and return its result with the operations it dispatched (autograd's backward included)."""
+def count_ops(fn: Callable[[], T], device: torch.device | str | None = None) -> tuple[T, OpCount]:
+    """Run ``fn()`` and return its result with the operations it dispatched (autograd's backward included).
+
+    ``device``: count as device work only operations with a tensor (input or output) on that device type
+    (e.g. ``cuda``: work done on the CPU meanwhile, such as a host-side probe, is left out); None = all."""
     count = OpCount()
-    with _Counter(count):
+    with _Counter(count, None if device is None else torch.device(device).type):
         result = fn()
     return result, count

@@ -10,7 +10,7 @@
 #            with 1, 2, 4, 8 actors on one GPU (num_gpus_per_actor 1, 0.5, 0.25, 0.125);
 # - profile: `python -m pipeline.bench gradsign --device cuda --count-ops`: per cell, net build vs one
 #            batched forward+backward vs the production engine, with the device operations each dispatches
-#            (where the time goes; the op counts are the CPU's, so time per op is the GPU's own figure);
+#            (where the time goes), and the engine with its probe on a CPU copy (hooks-hostprobe);
 # - sweep-mps: the sweep under CUDA MPS (the actors' kernels may then run concurrently): 4 and 8 actors at
 #            2 CPUs each (to set beside the plain sweep), then 16 actors at 1 CPU each;
 # - nb101:   the profile on 8 NB101 cells (the GPU cost per cell that the whole-space projection needs);
@@ -51,7 +51,7 @@ if [ -n "${GPU_CHECK_CPU:-}" ]; then   # the CPU rehearsal: same commands, tiny 
   SMALL="--set sample.size=40 --set data.batch_size=8"
   PREFIX=runs/rehearsal-
   SWEEP="--actors 1,2 --cpus-per-actor 1 --sample 16 --batch 8"
-  PROFILE="--device cpu --cells 2 --batch 8 --threads 1 --data $DATA_DIR/cifar10_train_1000.npz"
+  PROFILE="--device cpu --cells 2 --batch 8 --threads 1 --engines loop,hooks,hooks-hostprobe --data $DATA_DIR/cifar10_train_1000.npz"
   SWEEP_MPS="--actors 2 --cpus-per-actor 1 --sample 16 --batch 8"
   SWEEP_MPS_WIDE="--actors 1 --cpus-per-actor 1 --sample 16 --batch 8"
   NB101="--device cpu --cells 1 --batch 8 --threads 1 --repeats 1"
@@ -60,7 +60,7 @@ else
   SMALL=""
   PREFIX=runs/nb201-
   SWEEP="--gpu --actors 1,2,4,8 --cpus-per-actor 2 --sample 2000 --batch 64"
-  PROFILE="--device cuda --cells 24 --batch 64 --threads 2 --engines hooks --data $DATA_DIR/cifar10_train_1000.npz"
+  PROFILE="--device cuda --cells 24 --batch 64 --threads 2 --engines hooks,hooks-hostprobe --data $DATA_DIR/cifar10_train_1000.npz"
   SWEEP_MPS="--gpu --actors 4,8 --cpus-per-actor 2 --sample 2000 --batch 64"
   SWEEP_MPS_WIDE="--gpu --actors 16 --cpus-per-actor 1 --sample 2000 --batch 64"
   NB101="--device cuda --cells 8 --batch 64 --threads 2 --repeats 2"

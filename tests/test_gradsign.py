@@ -145,3 +145,28 @@ def test_overflow_bound_vouches_only_for_entries_that_cannot_be_nonfinite():
     assert not b.may_be_nonfinite()
     b.require_finite(torch.tensor(float("inf")))
     assert b.may_be_nonfinite()
+
+
+def test_a_probe_made_on_a_copy_serves_the_network_and_a_wrong_probe_costs_a_fallback(cifar10_batch):
+    """The hooks engine's probe may be made elsewhere (a CPU copy, before the net moves to a GPU): the same
+    weights give the same sums; another network's probe fails the engine's checks and the exact engine
+    answers, so a wrong probe never gives a wrong number."""
+    from actors.per_sample import GradSignFallbackWarning, probe_network
+
+    x, y = cifar10_batch
+    x, y = x[:16], y[:16]
+    arch = CELLS[0]
+    own = sign_sums(fresh(arch), x, y)
+    copy_probe = probe_network(fresh(arch), x)  # another module object, same seed: same weights
+    with_copy = sign_sums(fresh(arch), x, y, probe=copy_probe)
+    assert with_copy.engine == "hooks" and with_copy.fallback is None
+    assert with_copy.score() == own.score()
+
+    other_seed = probe_network(fresh(arch, seed=8), x)  # same structure, other weights
+    with pytest.warns(GradSignFallbackWarning, match="differs from its output alone"):
+        got = sign_sums(fresh(arch), x, y, probe=other_seed)
+    assert got.engine == "func" and got.score() == pytest.approx(oracle_gradsign(fresh(arch), x, y), rel=1e-3)
+    other_arch = probe_network(fresh(CELLS[1]), x)  # another structure
+    with pytest.warns(GradSignFallbackWarning, match="another order|times for"):
+        got = sign_sums(fresh(arch), x, y, probe=other_arch)
+    assert got.engine == "func" and got.score() == pytest.approx(own.score(), rel=1e-3)

@@ -38,3 +38,10 @@ def test_hooks_engine_launches_at_most_2_2_times_the_floor():
             hooks = count_ops(lambda: sign_sums(net, x, y, conv_method=method).score())[1].device
             ratios.append(hooks / floor)
     assert max(ratios) <= 2.2, f"hooks/floor device ops up to {max(ratios):.2f}"
+
+
+def test_device_work_is_counted_on_the_device_asked_for():
+    cpu, meta = torch.ones(3), torch.ones(3, device="meta")
+    _, everywhere = count_ops(lambda: (cpu + 1, meta * 2))
+    _, on_meta = count_ops(lambda: (cpu + 1, meta * 2), device="meta")
+    assert everywhere.device == 2 and on_meta.device == 1 and on_meta.total == 2
