@@ -117,14 +117,15 @@ class SignSums:
 
 
 class OverflowBound:
-    """Vouches, with one device sync per pass, that no per-sample gradient entry of any layer call is NaN/inf.
+    """Vouches, with one device sync per pass, that no per-sample gradient entry of any call is NaN/inf.
 
     Each per-sample weight-gradient entry of a call is a sum of ``terms`` products x * grad_out, so if
-    max|x| * max|grad_out| * terms stays under the dtype's largest value / ``HEADROOM`` for every call, no entry
-    can overflow; a NaN or inf in x or grad_out makes its factor NaN/inf and the bound fails. Per call this
-    launches two one-pass reductions (``aminmax`` of x and of grad_out); the products and the comparison run
-    once per pass, in float64, when ``may_be_nonfinite`` is asked. ``require_finite`` adds a value that must itself be finite (the sum of
-    a weight's per-sample gradients over several calls, whose total the per-call factors do not bound).
+    max|x| * max|grad_out| * terms stays under the dtype's largest value / ``HEADROOM`` for every call, no
+    entry can overflow; a NaN or inf in x or grad_out makes its factor NaN/inf and the bound fails. Per call
+    this launches two one-pass reductions (``aminmax`` of x and of grad_out); the products and the
+    comparison run once per pass, in float64, when ``may_be_nonfinite`` is asked. ``require_finite`` adds a
+    value that must itself be finite (the sum of a weight's per-sample gradients over several calls, whose
+    total the per-call factors do not bound).
     """
 
     HEADROOM = 32.0  # float32: limit 1.06e37, against a largest value of 3.4e38
@@ -136,7 +137,7 @@ class OverflowBound:
         self._finite: list[torch.Tensor] = []
 
     def add_call(self, x: torch.Tensor, grad_out: torch.Tensor, terms: int) -> None:
-        # aminmax: one pass, NaN propagates (linalg.vector_norm(inf) is one kernel too, but 10x slower on the CPU)
+        # aminmax: one pass, NaN propagates (linalg.vector_norm(inf) is one kernel too, but 10x slower on CPU)
         self._x.extend(torch.aminmax(x))
         self._grad.extend(torch.aminmax(grad_out))
         dtype = x.dtype if x.dtype == grad_out.dtype else torch.promote_types(x.dtype, grad_out.dtype)
@@ -149,7 +150,7 @@ class OverflowBound:
         """True unless every call's bound holds and every required value is finite (NaN fails both)."""
         fails = []
         if self._x:
-            x = torch.stack(self._x).double().abs().view(-1, 2).amax(1)  # NaN propagates through abs and amax
+            x = torch.stack(self._x).double().abs().view(-1, 2).amax(1)  # NaN propagates through both
             grad = torch.stack(self._grad).double().abs().view(-1, 2).amax(1)
             scale = torch.tensor(self._scale, dtype=torch.float64, device=x.device)
             fails.append(~((x * grad * scale) < 1.0).all())

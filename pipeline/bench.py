@@ -34,8 +34,8 @@ from actors.per_sample import probe_network, sign_sums
 from actors.scorer import arch_seed, set_precision
 
 from . import throughput
-from .opcount import count_ops
 from .data import dataset_info, load_batch
+from .opcount import count_ops
 
 
 def _sync(device: torch.device) -> None:
@@ -141,7 +141,8 @@ def bench_gradsign(args: argparse.Namespace) -> dict:
             row[f"{engine}_peak_mb"] = _peak_mb(device)
             if args.count_ops and engine != "loop":
                 arg = setup()
-                row[f"{engine}_ops"] = count_ops(lambda: go(arg) or result["sums"].score(), device)[1].device
+                _, ops = count_ops(lambda: go(arg) or result["sums"].score(), device)
+                row[f"{engine}_ops"] = ops.device
         rows.append(row)
         print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()
                           if k != "arch"}), file=sys.stderr)
@@ -187,7 +188,8 @@ def print_table(summary: dict, engines: list[str]) -> None:
     def ops_cell(k: str) -> str:
         return f"{ops[k]:>12.0f}" if k in ops else f"{'':>12}"
 
-    print(f"{'engine':<16}{'median s':>10}{'x floor':>9}{'peak MB':>10}" + (f"{'device ops':>12}" if ops else ""))
+    header = f"{'engine':<16}{'median s':>10}{'x floor':>9}{'peak MB':>10}"
+    print(header + (f"{'device ops':>12}" if ops else ""))
     print(f"{'build':<16}{med['build']:>10.4f}{med['build'] / med['floor']:>9.2f}{'':>10}")
     print(f"{'floor':<16}{med['floor']:>10.4f}{1.0:>9.2f}{'':>10}" + (ops_cell("floor") if ops else ""))
     for e in engines:

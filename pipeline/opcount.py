@@ -20,8 +20,8 @@ T = TypeVar("T")
 
 # Not views, yet no device work: allocations (no fill), metadata, reshapes that alias their input.
 _NO_DEVICE_WORK = frozenset({
-    "empty", "empty_strided", "new_empty", "new_empty_strided", "promote_types", "result_type",
-    "_unsafe_view", "as_strided_", "is_same_size", "sym_size", "sym_stride", "sym_numel", "sym_storage_offset",
+    "empty", "empty_strided", "new_empty", "new_empty_strided", "promote_types", "result_type", "_unsafe_view",
+    "as_strided_", "is_same_size", "sym_size", "sym_stride", "sym_numel", "sym_storage_offset",
 })
 
 
@@ -39,7 +39,8 @@ class _Counter(TorchDispatchMode):
 
     def _on_device(self, *trees) -> bool:
         return self.device_type is None or any(
-            isinstance(leaf, torch.Tensor) and leaf.device.type == self.device_type for leaf in tree_leaves(trees))
+            isinstance(leaf, torch.Tensor) and leaf.device.type == self.device_type
+            for leaf in tree_leaves(trees))
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
