@@ -2,7 +2,10 @@
 # The whole GPU check of issue 10 in one run (tried end to end on the CPU first: GPU_CHECK_CPU=1).
 #
 #   bash scripts/gpu_check.sh [STAGES]   STAGES: any of finish,sweep,sweep-mps,profile,nb101,c100
-#                                        (default: sweep-mps,profile,nb101,c100: what the next lease owes)
+#                                        (default: sweep-mps,nb101,profile,c100: what the next lease owes)
+#
+# GPU_CHECK_SECONDS (default 540) is the whole budget: set it 40 s under the call's timeout. Each stage is
+# capped by the time left, so the last stage (c100, resumable) takes what remains.
 #
 # - finish:  the whole NB201 CIFAR-10 space: resumes the run folder in runs/nb201-cifar10 (copied in from
 #            ../shared/runs when there) and scores what is missing with 8 GPU actors (0.125 GPU, 2 CPUs each);
@@ -25,13 +28,13 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu_out}
 mkdir -p "$OUT"
-RES=${RES:-/tmp/gpu_check}   # everything measured; bundled into $OUT/bundle.tar.gz at the end
+RES=${RES:-$OUT/results}   # everything measured, written as each stage ends (a call cut short keeps it)
 rm -rf "$RES" && mkdir -p "$RES"
 exec > >(tee "$OUT/log.txt") 2>&1
-STAGES=${1:-sweep-mps,profile,nb101,c100}
+STAGES=${1:-sweep-mps,nb101,profile,c100}
 START=$(date +%s)
 log() { echo "[$(( $(date +%s) - START ))s] $*"; }
-# seconds left before the bundle must be written (GPU_CHECK_SECONDS is the whole budget of this script)
+# seconds left before the last files must be written (GPU_CHECK_SECONDS is the whole budget of this script)
 left() { echo $(( ${GPU_CHECK_SECONDS:-540} - 40 - ($(date +%s) - START) )); }
 
 if [ -d .whl ] && ! python3 -c "import ray" 2>/dev/null; then
@@ -60,7 +63,7 @@ else
   SMALL=""
   PREFIX=runs/nb201-
   SWEEP="--gpu --actors 1,2,4,8 --cpus-per-actor 2 --sample 2000 --batch 64"
-  PROFILE="--device cuda --cells 24 --batch 64 --threads 2 --engines hooks,hooks-hostprobe --data $DATA_DIR/cifar10_train_1000.npz"
+  PROFILE="--device cuda --cells 12 --batch 64 --threads 2 --engines hooks,hooks-hostprobe --data $DATA_DIR/cifar10_train_1000.npz"
   SWEEP_MPS="--gpu --actors 4,8 --cpus-per-actor 2 --sample 2000 --batch 64"
   SWEEP_MPS_WIDE="--gpu --actors 16 --cpus-per-actor 1 --sample 2000 --batch 64"
   NB101="--device cuda --cells 8 --batch 64 --threads 2 --repeats 2"
@@ -82,6 +85,7 @@ whole_space() {  # $1 dataset name in the configs
 
 for stage in ${STAGES//,/ }; do
   log "stage $stage ($(left) s left)"
+  if [ "$(left)" -lt 45 ]; then log "stage $stage skipped: too little time left"; continue; fi
   case $stage in
     finish) whole_space cifar10 ;;
     c100) [ "$(left)" -gt 60 ] && whole_space cifar100 ;;
@@ -92,8 +96,9 @@ for stage in ${STAGES//,/ }; do
       python3 -m pipeline.bench throughput $SWEEP --max-seconds "$cap" --out "runs/$stage" \
           --json "$RES/$stage.json" 2>&1 | grep -v '^{' ;;&
     sweep-mps)
-      # 3 rows, each at most 90 s (a row stopped early still gives its steady rate)
-      cap=$(( $(left) / 6 )); [ "$cap" -gt 90 ] && cap=90; [ "$cap" -lt 20 ] && cap=20
+      # rows of at most 75 s (a row stopped early still gives its steady rate); the 16-actor row only when
+      # more than 300 s are left after the 4- and 8-actor rows
+      cap=$(( $(left) / 6 )); [ "$cap" -gt 75 ] && cap=75; [ "$cap" -lt 20 ] && cap=20
       if [ -z "${GPU_CHECK_CPU:-}" ]; then
         export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps-pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log
         mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
@@ -102,9 +107,11 @@ for stage in ${STAGES//,/ }; do
       # shellcheck disable=SC2086
       python3 -m pipeline.bench throughput $SWEEP_MPS --max-seconds "$cap" --out "runs/$stage" \
           --json "$RES/$stage.json" 2>&1 | grep -v '^{'
-      # shellcheck disable=SC2086
-      python3 -m pipeline.bench throughput $SWEEP_MPS_WIDE --max-seconds "$cap" --out "runs/$stage-16" \
-          --json "$RES/$stage-16.json" 2>&1 | grep -v '^{'
+      if [ "$(left)" -gt 300 ]; then
+        # shellcheck disable=SC2086
+        python3 -m pipeline.bench throughput $SWEEP_MPS_WIDE --max-seconds "$cap" --out "runs/$stage-16" \
+            --json "$RES/$stage-16.json" 2>&1 | grep -v '^{'
+      fi
       if [ -z "${GPU_CHECK_CPU:-}" ]; then
         echo quit | nvidia-cuda-mps-control; unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
       fi ;;&
@@ -118,19 +125,18 @@ EOF
       ;;
     profile)
       # shellcheck disable=SC2086
-      timeout 120 python3 -m pipeline.bench gradsign $PROFILE --count-ops --json "$RES/profile.json" 2>&1 \
+      timeout 90 python3 -m pipeline.bench gradsign $PROFILE --count-ops --json "$RES/profile.json" 2>&1 \
           | grep -v '^{' ;;
     nb101)
       [ -d .gpu/cache ] && export GRADSIGN_CACHE=$PWD/.gpu/cache
       # shellcheck disable=SC2086
-      timeout 240 python3 -m pipeline.bench gradsign --space nb101 $NB101 --engines hooks --count-ops \
+      timeout 150 python3 -m pipeline.bench gradsign --space nb101 $NB101 --engines hooks --count-ops \
           --data "$DATA_DIR/cifar10_train_1000.npz" --json "$RES/nb101.json" 2>&1 | grep -v '^{' ;;
   esac
 done
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>/dev/null | tee "$RES/gpu.txt"
 python3 -m pip list 2>/dev/null | grep -iE "^(torch|ray|pyarrow|numpy|scipy) " > "$RES/software.txt"
-for run in runs/nb201-* runs/rehearsal-*; do   # the run folders themselves (scores, summary, config)
+for run in "$PREFIX"*; do   # the run folders themselves (scores, summary, config)
   [ -d "$run" ] && tar -C runs -czf "$RES/$(basename "$run").tar.gz" --exclude=shards --exclude=plots "$(basename "$run")"
 done
-tar -C "$RES" -czf "$OUT/bundle.tar.gz" .
 log "done"
