@@ -2,10 +2,10 @@
 # The whole GPU check of issue 10 in one run (tried end to end on the CPU first: GPU_CHECK_CPU=1).
 #
 #   bash scripts/gpu_check.sh [STAGES]   STAGES: any of finish,sweep,sweep-mps,profile,nb101,c100
-#                                        (default: sweep-mps,nb101,profile,c100: what the next lease owes)
+#                                        (default: sweep-mps,nb101,profile: what the next lease owes)
 #
 # GPU_CHECK_SECONDS (default 540) is the whole budget: set it 40 s under the call's timeout. Each stage is
-# capped by the time left, so the last stage (c100, resumable) takes what remains.
+# capped by the time left; c100 (resumable) takes what remains.
 #
 # - finish:  the whole NB201 CIFAR-10 space: resumes the run folder in runs/nb201-cifar10 (copied in from
 #            ../shared/runs when there) and scores what is missing with 8 GPU actors (0.125 GPU, 2 CPUs each);
@@ -31,7 +31,7 @@ mkdir -p "$OUT"
 RES=${RES:-$OUT/results}   # everything measured, written as each stage ends (a call cut short keeps it)
 rm -rf "$RES" && mkdir -p "$RES"
 exec > >(tee "$OUT/log.txt") 2>&1
-STAGES=${1:-sweep-mps,nb101,profile,c100}
+STAGES=${1:-sweep-mps,nb101,profile}
 START=$(date +%s)
 log() { echo "[$(( $(date +%s) - START ))s] $*"; }
 # seconds left before the last files must be written (GPU_CHECK_SECONDS is the whole budget of this script)
