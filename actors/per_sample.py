@@ -216,7 +216,7 @@ def _conv_per_sample_grad(conv: nn.Conv2d, x: torch.Tensor, grad_out: torch.Tens
 
     ``grouped``: one weight-gradient convolution in which every sample is its own group (the batch folded
     into channels); ``unfold``: one im2col over the batch folded into channels, then a batched matmul.
-    ``auto`` picks what measured faster (``python -m pipeline.bench gradsign --conv-method ...``): grouped on
+    ``auto`` picks what measured faster (``python -m gradsign.pipeline.devtools.bench gradsign --conv-method ...``): grouped on
     the CPU (engine at 1.1x the floor against 1.8x), unfold on CUDA (2.6x against 2.9x on an H100).
     """
     if isinstance(conv.padding, str) or conv.padding_mode != "zeros":

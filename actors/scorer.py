@@ -28,8 +28,8 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-import spaces
-from actors import proxies
+from gradsign import spaces
+from gradsign.actors import proxies
 
 
 def arch_seed(run_seed: int, arch: str) -> int:

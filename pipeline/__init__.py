@@ -1,8 +1,31 @@
-"""The driver side: configs, data batches, shards, Ray dispatch, the reducer, reports and the CLI.
+"""The driver side, the only package that talks to Ray and to disk. Its groups, each with one reason to
+change:
 
-The only package that talks to Ray and to disk.
+- ``cli``: the ``gradsign`` command; routes each subcommand to its group (imports it lazily).
+- ``common/``: what the driver and the search runner share: layered YAML configs, the run-folder lock,
+  atomic file writes.
+- ``driver/``: ``gradsign score``: config schema, data batches, shards, Ray dispatch, run identity and
+  resume, progress, the space cache.
+- ``outputs/``: what a run hands on: the reducer (correlations, top-k), summary/report/plots, ``gradsign
+  report``/``compare``, results tables, and reading a run folder back.
+- ``search_runner/``: ``gradsign search``: its config and the runner that spreads searches over Ray.
+- ``official/``: official benchmark files (``gradsign truth nb201``) and a synthetic writer for tests.
+- ``devtools/``: developer tools (benchmarks, throughput sweeps, op counts, peer checks); never imported
+  by the commands above.
+
+Importing this package loads neither torch nor Ray.
 """
 
-from . import truth as _truth
+from pathlib import Path as _Path
 
-_truth.register()  # ground_truth.path may name an official NAS-Bench-201 .pth (converted once, cached)
+from gradsign.spaces import ground_truth as _ground_truth
+
+
+def _read_official_nb201(path: _Path):
+    """``ground_truth.path`` may name an official NAS-Bench-201 ``.pth`` (converted once, cached)."""
+    from gradsign.pipeline.official.nb201 import read_pth_table
+
+    return read_pth_table(path)
+
+
+_ground_truth.register_reader(".pth", _read_official_nb201)

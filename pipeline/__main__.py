@@ -1,5 +1,7 @@
+"""``python -m gradsign.pipeline ...`` is the ``gradsign`` command."""
+
 import sys
 
-from .cli import main
+from gradsign.pipeline.cli import main
 
 sys.exit(main())

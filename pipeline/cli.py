@@ -58,7 +58,7 @@ def _print_summary(summary: dict, run_dir: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "truth":
-        from .truth import main_nb201
+        from gradsign.pipeline.official.nb201 import main_nb201
 
         try:
             return main_nb201(args.file, args.output, args.trust_pickle)
@@ -66,15 +66,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"gradsign: error: {exc}", file=sys.stderr)
             return EXIT_BAD_INPUT
     if args.command == "search":
-        from .search_run import main_search
+        from gradsign.pipeline.search_runner.runner import main_search
 
         return main_search(args.config, args.overrides)
-    from . import config as config_mod
-    from .dispatch import ActorStartError
-    from .run import recompute, run
+    from gradsign.pipeline.driver import config as config_mod
+    from gradsign.pipeline.driver.dispatch import ActorStartError
+    from gradsign.pipeline.driver.run import recompute, run
 
     if args.command == "compare":
-        from .compare import load, table
+        from gradsign.pipeline.outputs.compare import load, table
 
         try:
             text = table(load([Path(d) for d in args.run_dirs]))

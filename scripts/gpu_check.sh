@@ -9,9 +9,9 @@
 #
 # - finish:  the whole NB201 CIFAR-10 space: resumes the run folder in runs/nb201-cifar10 (copied in from
 #            ../shared/runs when there) and scores what is missing with 8 GPU actors (0.125 GPU, 2 CPUs each);
-# - sweep:   `python -m pipeline.bench throughput`: the same 2,000-cell sample through `gradsign score`
+# - sweep:   `python -m gradsign.pipeline.devtools.bench throughput`: the same 2,000-cell sample through `gradsign score`
 #            with 1, 2, 4, 8 actors on one GPU (num_gpus_per_actor 1, 0.5, 0.25, 0.125);
-# - profile: `python -m pipeline.bench gradsign --device cuda --count-ops`: per cell, net build vs one
+# - profile: `python -m gradsign.pipeline.devtools.bench gradsign --device cuda --count-ops`: per cell, net build vs one
 #            batched forward+backward vs the production engine, with the device operations each dispatches
 #            (where the time goes), and the engine with its probe on a CPU copy (hooks-hostprobe);
 # - sweep-mps: the sweep under CUDA MPS (the actors' kernels may then run concurrently): 4 and 8 actors at
@@ -76,11 +76,11 @@ whole_space() {  # $1 dataset name in the configs
   fi
   log "whole space $ds: $(ls "$run/scores" 2>/dev/null | wc -l) score shards already committed"
   # shellcheck disable=SC2086
-  timeout --signal=INT --kill-after=30 "$(left)" python3 -m pipeline score "configs/nb201-$ds.yaml" \
+  timeout --signal=INT --kill-after=30 "$(left)" python3 -m gradsign score "configs/nb201-$ds.yaml" \
       $ACT $SMALL --set output="$run" --set progress=false 2>&1 | tail -n 40
   log "whole space $ds: exit ${PIPESTATUS[0]}"
   cp "$run/summary.json" "$RES/summary-$ds.json" 2>/dev/null
-  python3 -m pipeline.results_table "$run" "$RES/gradsign-$ds.parquet" || true
+  python3 -m gradsign.pipeline.outputs.results_table "$run" "$RES/gradsign-$ds.parquet" || true
 }
 
 for stage in ${STAGES//,/ }; do
@@ -93,7 +93,7 @@ for stage in ${STAGES//,/ }; do
       # each of the 4 rows gets at most a quarter of the time left (a row stopped early still gives its rate)
       cap=$(( $(left) / 4 )); [ "$cap" -gt 110 ] && cap=110; [ "$cap" -lt 20 ] && cap=20
       # shellcheck disable=SC2086
-      python3 -m pipeline.bench throughput $SWEEP --max-seconds "$cap" --out "runs/$stage" \
+      python3 -m gradsign.pipeline.devtools.bench throughput $SWEEP --max-seconds "$cap" --out "runs/$stage" \
           --json "$RES/$stage.json" 2>&1 | grep -v '^{' ;;&
     sweep-mps)
       # rows of at most 75 s (a row stopped early still gives its steady rate); the 16-actor row only when
@@ -105,11 +105,11 @@ for stage in ${STAGES//,/ }; do
         nvidia-cuda-mps-control -d && log "MPS daemon started" || log "MPS daemon did not start"
       fi
       # shellcheck disable=SC2086
-      python3 -m pipeline.bench throughput $SWEEP_MPS --max-seconds "$cap" --out "runs/$stage" \
+      python3 -m gradsign.pipeline.devtools.bench throughput $SWEEP_MPS --max-seconds "$cap" --out "runs/$stage" \
           --json "$RES/$stage.json" 2>&1 | grep -v '^{'
       if [ "$(left)" -gt 300 ]; then
         # shellcheck disable=SC2086
-        python3 -m pipeline.bench throughput $SWEEP_MPS_WIDE --max-seconds "$cap" --out "runs/$stage-16" \
+        python3 -m gradsign.pipeline.devtools.bench throughput $SWEEP_MPS_WIDE --max-seconds "$cap" --out "runs/$stage-16" \
             --json "$RES/$stage-16.json" 2>&1 | grep -v '^{'
       fi
       if [ -z "${GPU_CHECK_CPU:-}" ]; then
@@ -125,12 +125,12 @@ EOF
       ;;
     profile)
       # shellcheck disable=SC2086
-      timeout 90 python3 -m pipeline.bench gradsign $PROFILE --count-ops --json "$RES/profile.json" 2>&1 \
+      timeout 90 python3 -m gradsign.pipeline.devtools.bench gradsign $PROFILE --count-ops --json "$RES/profile.json" 2>&1 \
           | grep -v '^{' ;;
     nb101)
       [ -d .gpu/cache ] && export GRADSIGN_CACHE=$PWD/.gpu/cache
       # shellcheck disable=SC2086
-      timeout 150 python3 -m pipeline.bench gradsign --space nb101 $NB101 --engines hooks --count-ops \
+      timeout 150 python3 -m gradsign.pipeline.devtools.bench gradsign --space nb101 $NB101 --engines hooks --count-ops \
           --data "$DATA_DIR/cifar10_train_1000.npz" --json "$RES/nb101.json" 2>&1 | grep -v '^{' ;;
   esac
 done

@@ -2,7 +2,7 @@
 vanilla and GradSign-assisted), simulated on benchmark tables.
 
 Pure code, like ``spaces/``: functions of (space, scores, benchmark oracle, rng); no Ray, no files. The
-runner in ``pipeline/search_run.py`` loads the tables, spreads the independent runs over Ray and writes
+runner in ``pipeline/search_runner/runner.py`` loads the tables, spreads the independent runs over Ray and writes
 the outputs.
 """
 

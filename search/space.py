@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from spaces import nb201
+from gradsign.spaces import nb201
 
 
 class NB201Choices:

@@ -11,8 +11,7 @@ graph hash), ``space.key_column`` (None, or the column that carries the key: NB1
 Spaces plug in as proxies do. A user's module registers a factory (a class or any callable returning a
 space)::
 
-    import spaces
-
+    from gradsign import spaces
     @spaces.register("myspace")
     class MySpace(spaces.Space):
         ...

@@ -13,7 +13,7 @@ Several rows with one key (NB101 tables often hold several specs that prune to o
 training seeds) are averaged: ``values[key]`` is the mean of the finite values, ``counts[key]`` how many
 rows went into it; ``rows`` is the table's row count.
 
-Other formats plug in by file suffix (``register_reader``): ``pipeline.truth`` registers ``.pth``, so an
+Other formats plug in by file suffix (``register_reader``): ``gradsign.pipeline.official.nb201`` registers ``.pth``, so an
 official NAS-Bench-201 file given as the path is converted once into such a table and cached.
 """
 
@@ -69,7 +69,7 @@ def read_table(path: str | Path) -> pa.Table:
     if reader is not None:
         return reader(path)
     if path.suffix.lower() == ".pth":
-        raise GroundTruthError(f"{path}: a .pth benchmark file is converted by pipeline.truth (import pipeline, "
+        raise GroundTruthError(f"{path}: a .pth benchmark file is converted by gradsign.pipeline.official.nb201 (import gradsign.pipeline, "
                                "or run `gradsign truth nb201 FILE.pth -o TABLE.parquet` and give the table)")
     try:
         if path.suffix == ".parquet":

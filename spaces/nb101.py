@@ -13,7 +13,7 @@ enumeration in ``nb101_enum``. Here:
 - ``key(arch)``: the official graph hash; ``key_column = "hash"``: shards, scores and top-k carry it;
 - ``arch(arch_id)`` / ``arch_id(arch)`` / iteration need the table of all graphs: built on first use
   (``enumerate_graphs``, about half a minute), or handed over with ``attach_table`` (the pipeline keeps a
-  validated copy in the user's cache folder, ``pipeline/space_cache.py``);
+  validated copy in the user's cache folder, ``pipeline/driver/space_cache.py``);
 - ``build(arch, num_classes)``: ``nasbench_pytorch.model.Network`` of the representative spec with the
   benchmark's settings (stem 128 channels, 3 stacks x 3 cells, 3x3 stem conv, the library's own weight
   initialisation), with its ``Placeholder`` modules (each a dummy scalar ``nn.Parameter`` used by no
@@ -26,13 +26,16 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-from torch import nn
 
 from .base import Space
 from .nb101_enum import COUNTS_BY_VERTICES, SIZE, GraphTable, enumerate_graphs
 from .nb101_spec import OPS, Spec, SpecError, as_spec, format_arch, parse_arch, spec_from_code
+
+if TYPE_CHECKING:  # torch is imported only when a network is built
+    from torch import nn
 
 STEM_CHANNELS = 128
 NUM_STACKS = 3
@@ -42,7 +45,9 @@ MODULES_PER_STACK = 3
 def _strip_placeholders(net: nn.Module) -> nn.Module:
     """Replace every ``Placeholder`` (identity forward, dummy parameter) by ``nn.Identity`` and turn
     the empty ``dev_param`` parameters into buffers: afterwards every parameter is a real weight."""
+    import torch
     from nasbench_pytorch.model.model import Cell, Placeholder
+    from torch import nn
 
     for module in list(net.modules()):
         for name, child in list(module._modules.items()):
@@ -149,6 +154,8 @@ class NB101Space(Space):
 
 def trainable_parameters(net: nn.Module) -> int:
     """Parameters of the Conv2d, BatchNorm and Linear layers: what the official count includes."""
+    from torch import nn
+
     kinds = (nn.Conv2d, nn.Linear, nn.modules.batchnorm._BatchNorm)
     return sum(p.numel() for m in net.modules() if isinstance(m, kinds) for p in m.parameters(recurse=False))
 

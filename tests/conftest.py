@@ -30,7 +30,7 @@ def cifar10_batch(data_dir):
     """A real normalised CIFAR-10 batch of 16 (torch tensors)."""
     import torch
 
-    from pipeline.data import load_batch
+    from gradsign.pipeline.driver.data import load_batch
 
     batch = load_batch(data_dir / "cifar10_train_1000.npz", "cifar10", 16, seed=0)
     return torch.from_numpy(batch.images), torch.from_numpy(batch.labels)
@@ -49,7 +49,7 @@ def ray_cluster():
 
 def small_config(tmp_path: Path, data_dir: Path, *extra: str, **over) -> dict:
     """A small real run: 12 NB201 cells, batch 8, shards of 4, into ``tmp_path / 'run'``."""
-    from pipeline.config import resolve
+    from gradsign.pipeline.driver.config import resolve
 
     return resolve("configs/nb201-cifar10.yaml", small_overrides(tmp_path, data_dir, *extra, **over))
 

@@ -9,7 +9,7 @@ import os
 
 import torch
 
-from actors.proxies import Score, register
+from gradsign.actors.proxies import Score, register
 
 
 def _first_op(net) -> str:

@@ -27,8 +27,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import REPO, small_config, small_overrides
-from pipeline.lock import read_holder
-from pipeline.run import run
+from gradsign.pipeline.common.lock import read_holder
+from gradsign.pipeline.driver.run import run
 
 pytestmark = [pytest.mark.cluster, pytest.mark.ray]
 RAY = str(Path(sys.executable).parent / "ray")
@@ -196,7 +196,7 @@ def test_submit_stop_and_resubmit(head, tmp_path, data_dir, ray_cluster):
     # the uploaded working dir is the project, not its virtualenv or run folders (.gitignore)
     packages = head.temp_dir / "session_latest" / "runtime_resources" / "working_dir_files"
     uploaded = [u for u in packages.glob("_ray_pkg_*") if u.is_dir()]
-    assert uploaded and all((u / "pipeline" / "lock.py").is_file() for u in uploaded)
+    assert uploaded and all((u / "pipeline" / "common" / "lock.py").is_file() for u in uploaded)
     assert not [p for u in uploaded for p in u.iterdir() if p.name in {".venv", "venv", "runs", ".git"}]
 
     local = run(small_config(tmp_path / "local-small", data_dir))

@@ -1,6 +1,7 @@
 import pytest
 
-from pipeline.config import ConfigError, parse_override, resolve
+from gradsign.pipeline.common.layered import parse_override
+from gradsign.pipeline.driver.config import ConfigError, resolve
 
 CONFIGS = ["nb201-cifar10", "nb201-cifar10-smoke", "nb201-cifar100", "nb201-imagenet16-120"]
 

@@ -6,7 +6,7 @@ import tarfile
 import numpy as np
 import pytest
 
-from pipeline.data import DataError, dataset_info, load_batch, normalise, read_images
+from gradsign.pipeline.driver.data import DataError, dataset_info, load_batch, normalise, read_images
 from conftest import small_npz
 
 

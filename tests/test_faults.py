@@ -13,9 +13,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-import spaces
+from gradsign import spaces
 from conftest import REPO, small_config, small_overrides
-from pipeline.run import run
+from gradsign.pipeline.driver.run import run
 
 pytestmark = pytest.mark.ray
 SPACE = spaces.get("nb201")
@@ -34,7 +34,7 @@ def column(run_dir: Path, name: str) -> list:
 
 
 def cli(*args: str, timeout: float = 300, **popen) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "pipeline", *args], cwd=REPO, stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "gradsign", *args], cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, **popen)
 
 

@@ -5,9 +5,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import spaces
-from actors import proxies
-from actors.per_sample import sign_sums
+from gradsign import spaces
+from gradsign.actors import proxies
+from gradsign.actors.per_sample import sign_sums
 
 
 def oracle_gradsign(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -125,7 +125,7 @@ def test_registry_names_and_unknown_proxy():
 
 
 def test_overflow_bound_vouches_only_for_entries_that_cannot_be_nonfinite():
-    from actors.per_sample import OverflowBound
+    from gradsign.actors.per_sample import OverflowBound
 
     def bound(x, g, terms=1, dtype=torch.float32):
         b = OverflowBound()
@@ -151,7 +151,7 @@ def test_a_probe_made_on_a_copy_serves_the_network_and_a_wrong_probe_costs_a_fal
     """The hooks engine's probe may be made elsewhere (a CPU copy, before the net moves to a GPU): the same
     weights give the same sums; another network's probe fails the engine's checks and the exact engine
     answers, so a wrong probe never gives a wrong number."""
-    from actors.per_sample import GradSignFallbackWarning, probe_network
+    from gradsign.actors.per_sample import GradSignFallbackWarning, probe_network
 
     x, y = cifar10_batch
     x, y = x[:16], y[:16]

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import spaces
-from actors import proxies
-from actors.per_sample import sign_sums
+from gradsign import spaces
+from gradsign.actors import proxies
+from gradsign.actors.per_sample import sign_sums
 from engine_cases import CASES, build
 from test_gradsign import CELLS, fresh, oracle_gradsign
 
@@ -57,7 +57,7 @@ def test_func_engine_equals_loop(case, cifar10_batch):
 
 @pytest.mark.parametrize("case", [c for c, (engine, _) in EXPECTED_PATH.items() if engine != "hooks"])
 def test_refuses_naming_the_module_when_asked(case, cifar10_batch):
-    from actors.per_sample import HooksUnsupported
+    from gradsign.actors.per_sample import HooksUnsupported
 
     x, y = cifar10_batch
     with pytest.raises(HooksUnsupported, match=EXPECTED_PATH[case][1].replace("(", r"\(").replace(")", r"\)")):
@@ -65,7 +65,7 @@ def test_refuses_naming_the_module_when_asked(case, cifar10_batch):
 
 
 def test_fallback_warns_and_loop_fallback(cifar10_batch):
-    from actors.per_sample import GradSignFallbackWarning
+    from gradsign.actors.per_sample import GradSignFallbackWarning
 
     x, y = cifar10_batch
     with pytest.warns(GradSignFallbackWarning, match="attn.out_proj"):

@@ -14,14 +14,14 @@ import pyarrow.parquet as pq
 import pytest
 
 import faulty_proxies  # noqa: F401  (registers the misbehaving proxies in this process too)
-import spaces
+from gradsign import spaces
 from conftest import small_config
-from pipeline.dispatch import ActorStartError
-from pipeline.reducer import Reducer
-from pipeline.report import write_outputs
-from pipeline.run import run
-from pipeline.shards import write_atomic
-from spaces.ground_truth import GroundTruth, load as load_truth
+from gradsign.pipeline.driver.dispatch import ActorStartError
+from gradsign.pipeline.outputs.reducer import Reducer
+from gradsign.pipeline.outputs.report import write_outputs
+from gradsign.pipeline.driver.run import run
+from gradsign.pipeline.common.atomic import write_atomic
+from gradsign.spaces.ground_truth import GroundTruth, load as load_truth
 
 SPACE = spaces.get("nb201")
 PLUGIN = ["plugins=[faulty_proxies]"]
@@ -71,7 +71,7 @@ def test_a_rerun_retries_failed_rows_unless_told_to_keep_them(tmp_path, data_dir
 
 
 def test_out_of_memory_is_retried_with_smaller_chunks_before_it_is_recorded(cifar10_batch):
-    from actors.scorer import Scorer
+    from gradsign.actors.scorer import Scorer
 
     images, labels = cifar10_batch
     arch = SPACE.arch(SPACE.sample_ids(1, 0)[0])
@@ -136,8 +136,8 @@ def test_no_actor_can_start_fails_fast_with_a_clear_message(tmp_path, data_dir, 
 
 @pytest.mark.ray
 def test_the_liveness_probe_does_not_queue_behind_work(data_dir, ray_cluster, cifar10_batch):
-    from pipeline.config import resolve
-    from pipeline.run import _make_actor
+    from gradsign.pipeline.driver.config import resolve
+    from gradsign.pipeline.driver.run import _make_actor
 
     images, labels = cifar10_batch
     cfg = resolve("configs/nb201-cifar10.yaml", ["plugins=[faulty_proxies]", "proxies=[sleeps]",
@@ -199,7 +199,7 @@ def _truth_for(ids, values) -> GroundTruth:
 
 
 def test_outputs_are_strict_json_and_non_finite_rows_are_reported_both_ways(tmp_path):
-    from pipeline.config import resolve
+    from gradsign.pipeline.driver.config import resolve
 
     ids = [1, 2, 3, 4, 5, 6]
     values = [1.0, 2.0, 3.0, 4.0, 5.0, -math.inf]  # naswot-like: the worst cell is -inf

@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import small_config, small_npz
-from pipeline.identity import RunFolderError
-from pipeline.run import run
+from gradsign.pipeline.driver.identity import RunFolderError
+from gradsign.pipeline.driver.run import run
 
 pytestmark = pytest.mark.ray
 
@@ -66,8 +66,7 @@ def test_different_content_at_the_same_path_is_refused_naming_the_fingerprints(t
 
 
 def test_an_arch_list_is_identified_by_its_archs_not_its_path(tmp_path, data_dir, ray_cluster):
-    import spaces
-
+    from gradsign import spaces
     space = spaces.get("nb201")
     archs = "\n".join(space.arch(i) for i in (3, 14, 159, 2653)) + "\n"
     (tmp_path / "one.txt").write_text(archs)

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import REPO, small_overrides
-from pipeline.lock import LOCK_NAME, RunFolderBusy, hold_run_folder, read_holder
+from gradsign.pipeline.common.lock import LOCK_NAME, RunFolderBusy, hold_run_folder, read_holder
 
 
 def test_a_held_folder_is_refused_in_process_and_freed_on_release(tmp_path):
@@ -46,7 +46,7 @@ def test_a_deleted_lock_file_is_noticed(tmp_path):
 
 
 def _cli(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "pipeline", *args], cwd=REPO, stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "gradsign", *args], cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
 

@@ -14,10 +14,10 @@ import pytest
 import torch
 from torch import nn
 
-import spaces
-from actors import proxies
-from spaces.nb101 import build_network, trainable_parameters
-from spaces.nb101_spec import OPS, Spec, SpecError, format_arch, graph_hash, interior_perms, parse_arch, spec_from_code
+from gradsign import spaces
+from gradsign.actors import proxies
+from gradsign.spaces.nb101 import build_network, trainable_parameters
+from gradsign.spaces.nb101_spec import OPS, Spec, SpecError, format_arch, graph_hash, interior_perms, parse_arch, spec_from_code
 
 CONV3, CONV1, POOL = OPS
 NOTEBOOK = ([[0, 1, 1, 1, 0, 1, 0], [0, 0, 0, 0, 0, 0, 1], [0, 0, 0, 0, 0, 0, 1], [0, 0, 0, 0, 1, 0, 0],
@@ -212,7 +212,7 @@ def test_params_and_flops_match_the_peer_table_on_30_rows(rows):
 
 
 def test_gradsign_engines_agree_on_an_nb101_cell(cifar10_batch):
-    from actors.per_sample import sign_sums
+    from gradsign.actors.per_sample import sign_sums
 
     space = spaces.get("nb101")
     arch = space.canonical(NOTEBOOK)

@@ -8,11 +8,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-import spaces
-from pipeline import space_cache
-from pipeline.run import recompute, run
-from spaces.nb101_enum import CHECKSUM, COUNTS_BY_VERTICES, SIZE, EnumerationError, GraphTable, enumerate_graphs
-from spaces.nb101_spec import Spec
+from gradsign import spaces
+from gradsign.pipeline.driver import space_cache
+from gradsign.pipeline.driver.run import recompute, run
+from gradsign.spaces.nb101_enum import CHECKSUM, COUNTS_BY_VERTICES, SIZE, EnumerationError, GraphTable, enumerate_graphs
+from gradsign.spaces.nb101_spec import Spec
 
 FIRST_HASH = "00005c142e6f48ac74fdcf73e3439874"  # the official data set's first hash (NNI example)
 
@@ -83,7 +83,7 @@ def test_cache_round_trip_and_tampering(table, tmp_path):
 
 @pytest.mark.ray
 def test_small_nb101_run_through_ray_joins_on_the_hash(tmp_path, data_dir, space, rows, ray_cluster):
-    from pipeline.config import resolve
+    from gradsign.pipeline.driver.config import resolve
 
     # 8 rows of the peer table: rows 0..6 and a later row that prunes to the same graph as one of them
     hashes = [Spec.from_matrix(r["matrix"], r["ops"]).hash() for r in rows]

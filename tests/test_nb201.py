@@ -4,8 +4,8 @@ import re
 import pytest
 import torch
 
-import spaces
-from spaces.nb201 import OPS, ArchError, Cell
+from gradsign import spaces
+from gradsign.spaces.nb201 import OPS, ArchError, Cell
 
 ARCH = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
 

@@ -8,8 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import small_config
-from pipeline import compare
-from pipeline.run import RunFolderError, recompute, run
+from gradsign.pipeline.outputs import compare
+from gradsign.pipeline.driver.run import RunFolderError, recompute, run
 
 pytestmark = pytest.mark.ray
 
@@ -77,7 +77,7 @@ def test_resume_refuses_a_different_config(tmp_path, data_dir, ray_cluster):
 
 
 def test_cli_bad_input_is_one_message_and_exit_2(tmp_path, data_dir):
-    cmd = [sys.executable, "-m", "pipeline", "score", "configs/nb201-cifar10-smoke.yaml",
+    cmd = [sys.executable, "-m", "gradsign", "score", "configs/nb201-cifar10-smoke.yaml",
            "--set", f"output={tmp_path / 'bad'}"]
     for extra, words in [(["--set", "proxies=[nope]"], "unknown proxy 'nope'"),
                          (["--set", "dataset=mnist"], "unknown dataset"),

@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import spaces
-from actors import proxies
-from pipeline.data import dataset_info
+from gradsign import spaces
+from gradsign.actors import proxies
+from gradsign.pipeline.driver.data import dataset_info
 
 BASELINES = ["grad_norm", "snip", "grasp", "fisher", "synflow", "jacob_cov", "naswot", "params", "flops"]
 

@@ -7,11 +7,11 @@ import numpy as np
 import pyarrow.csv as pacsv
 import pytest
 
-import search
-import spaces
-from search.algorithms import _Adam
-from search.bohb import budgets, schedule
-from search.run import ALGORITHMS, DEFAULT_PARAMS
+from gradsign import search
+from gradsign import spaces
+from gradsign.search.algorithms import _Adam
+from gradsign.search.bohb import budgets, schedule
+from gradsign.search.run import ALGORITHMS, DEFAULT_PARAMS
 
 SPACE = search.get_space("nb201")
 

@@ -11,10 +11,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import spaces
-from pipeline import search_config, search_run
-from pipeline.cli import main
-from pipeline.config import ConfigError
+from gradsign import spaces
+from gradsign.pipeline.search_runner import config as search_config
+from gradsign.pipeline.search_runner import runner as search_run
+from gradsign.pipeline.cli import main
+from gradsign.pipeline.driver.config import ConfigError
 
 SMOKE = "configs/search-nb201-smoke.yaml"
 

@@ -5,8 +5,8 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-import spaces
-from pipeline import cli
+from gradsign import spaces
+from gradsign.pipeline import cli
 
 
 def test_registry_names_and_errors():

@@ -7,8 +7,7 @@ order: width-major. Listed under ``plugins: [toy_space]`` (or named ``space: toy
 import torch
 from torch import nn
 
-import spaces
-
+from gradsign import spaces
 WIDTHS = (4, 8, 16, 32)
 DEPTHS = (1, 2)
 

@@ -1,4 +1,4 @@
-"""Throughput of ``gradsign score`` through real Ray actors: ``python -m pipeline.bench throughput``.
+"""Throughput of ``gradsign score`` through real Ray actors: ``python -m gradsign.pipeline.devtools.bench throughput``.
 
 For each actor count in ``--actors`` it runs one real ``gradsign score`` (a subprocess: its own local Ray
 cluster, its own run folder) over the same sample of cells, and reports side by side:
@@ -127,7 +127,7 @@ def run_row(args: argparse.Namespace, actors: int, out_dir: Path) -> dict:
             f"ray.num_cpus_per_actor={args.cpus_per_actor}", f"shard_size={args.shard_size}",
             f"ray.in_flight_per_actor={args.in_flight}", f"output={run_dir}", "progress=false",
             *args.set]
-    command = [sys.executable, "-m", "pipeline", "score", args.config]
+    command = [sys.executable, "-m", "gradsign", "score", args.config]
     for s in sets:
         command += ["--set", s]
     with GpuSampler() as gpu:

@@ -6,7 +6,7 @@ or ``NAS-Bench-201-v1_1-096897.pth``) once, in the driver's process, and writes 
 converted once and cached (``cached_table``), keyed so that a changed file is converted again.
 
 How the file is read. The file is a ``torch.save`` pickle of ``{"meta_archs", "arch2infos",
-"evaluated_indexes"}`` (see ``pipeline.truth_synth``). It is loaded once with ``torch.load`` through a
+"evaluated_indexes"}`` (see ``gradsign.pipeline.official.nb201_synth``). It is loaded once with ``torch.load`` through a
 restricted unpickler (C speed; only the few classes such a file can hold are allowed, so a tampered file
 cannot run code; ``trust_pickle=True`` lifts that). Each cell's results are then rebuilt and queried with
 the ``nas_201_api`` package's own classes, by the very calls ``NASBench201API`` makes:
@@ -47,8 +47,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from spaces import ground_truth
-from spaces.nb201 import ArchError, Cell, SIZE
+from gradsign.spaces import ground_truth
+from gradsign.spaces.nb201 import ArchError, Cell, SIZE
 
 CONVERTER_VERSION = 1
 METADATA_KEY = b"gradsign.truth"
@@ -72,7 +72,7 @@ class Column:
     evalset: str = ""  # for accuracy / eval_seconds: "x-valid", "x-test" or "ori-test"
 
     def api_call(self) -> str:
-        """The ``NASBench201API`` query (``api``, cell ``i``) that returns this value (README, table metadata)."""
+        """The ``NASBench201API`` query (``api``, cell ``i``) that returns this value (docs/official-files.md, table metadata)."""
         hp = f"hp='{self.hp}'"
         if self.field == "accuracy":
             key = "test-accuracy" if self.evalset in ("x-test", "ori-test") else "valid-accuracy"
@@ -186,7 +186,7 @@ def _load(path: Path, trust_pickle: bool = False) -> Any:
     except MemoryError:
         raise TruthFileError(
             f"out of memory loading {path} ({path.stat().st_size / 2**30:.1f} GiB): the whole file is unpickled "
-            "at once; see the README for the memory the official file needs") from None
+            "at once; see docs/official-files.md for the memory the official file needs") from None
     except EOFError as exc:
         raise TruthFileError(f"{path} is truncated ({path.stat().st_size:,} bytes; the data ends early: {exc}); "
                              "download it again") from None
@@ -501,7 +501,7 @@ def load_benchmark(path: str | Path) -> dict[str, np.ndarray]:
 
 
 def columns_markdown() -> str:
-    """The column table of the README, generated from ``COLUMNS``."""
+    """The column table of docs/official-files.md, generated from ``COLUMNS``."""
     lines = ["| column | split, set | what | NASBench201API call |", "|---|---|---|---|",
              "| `index` | | official index (position in `meta_archs`) | `api.query_index_by_arch(arch)` |",
              "| `arch` | | arch string | `api[i]` |"]
@@ -529,6 +529,7 @@ def main_nb201(file: str, output: str | None, trust_pickle: bool = False) -> int
     return 0
 
 
-def register() -> None:
-    """Let ``spaces.ground_truth`` read a ``.pth`` given as ``ground_truth.path`` (converted once, cached)."""
-    ground_truth.register_reader(".pth", lambda p: pq.read_table(cached_table(p, log=_stderr)))
+def read_pth_table(path: str | Path) -> pa.Table:
+    """The table of an official ``.pth`` given as ``ground_truth.path`` (converted once, then cached);
+    ``gradsign.pipeline`` registers it with ``spaces.ground_truth`` for the ``.pth`` suffix."""
+    return pq.read_table(cached_table(path, log=_stderr))

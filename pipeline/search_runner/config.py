@@ -1,6 +1,6 @@
 """Search configs (``gradsign search CONFIG.yaml``): YAML over defaults, ``--set`` overrides, validation.
 
-Same rules as run configs (``pipeline/config.py``): every key has a default, an unknown key is an error
+Same rules as run configs (``pipeline/driver/config.py``): every key has a default, an unknown key is an error
 naming the valid ones, strings may use ``${VAR}`` / ``${VAR:-default}``. A few keys take a short form:
 ``algorithm: rea`` (or a list), ``proxy: gradsign`` (or a list, or null), ``warm_start: PATH`` (= ``{path:
 PATH}``).
@@ -14,9 +14,9 @@ from typing import Any, Iterable
 
 import yaml
 
-from search.run import ALGORITHMS, DEFAULT_PARAMS
+from gradsign.search.run import ALGORITHMS, DEFAULT_PARAMS
 
-from .config import ConfigError, _merge, check_number, layered
+from gradsign.pipeline.common.layered import ConfigError, check_number, layered, merge
 
 _DATA = "${GRADSIGN_DATA:-../shared/data}"
 
@@ -64,7 +64,7 @@ def _merge_search(base: dict, override: dict, where: str = "") -> dict:
                 raise ConfigError(f"config key {path!r} must be a mapping, got {value!r}")
             _merge_search(base[key], value, f"{path}.")
         else:
-            _merge(base, {key: value}, where)
+            merge(base, {key: value}, where)
     return base
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .report import PUBLISHED_SPEARMAN, _fmt
+from gradsign.pipeline.outputs.report import PUBLISHED_SPEARMAN, fmt
 
 
 def load(run_dirs: list[Path]) -> list[dict]:
@@ -36,8 +36,8 @@ def table(summaries: list[dict]) -> str:
         for s in summaries:
             entry = s["proxies"].get(proxy, {})
             published = PUBLISHED_SPEARMAN.get((s["space"], s["dataset"], proxy))
-            cells += [_fmt(entry.get("spearman")), _fmt(entry.get("kendall")), str(entry.get("n", "-")),
-                      _fmt(published)]
+            cells += [fmt(entry.get("spearman")), fmt(entry.get("kendall")), str(entry.get("n", "-")),
+                      fmt(published)]
         lines.append("| " + " | ".join(cells) + " |")
     runs = "; ".join(f"{s['dataset']}: {s['archs']['scored']} archs scored, batch {s['data']['batch_size']}"
                      for s in summaries)

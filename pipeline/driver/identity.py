@@ -22,7 +22,7 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import config as config_mod
+from gradsign.pipeline.driver import config as config_mod
 
 IDENTITY_FILE = "identity.json"
 PATH_KEYS = (("data", "path"), ("sample", "archs"), ("ground_truth", "path"))

@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 from scipy import stats
 
-from spaces.ground_truth import GroundTruth
+from gradsign.spaces.ground_truth import GroundTruth
 
 MAX_ERRORS_KEPT = 5
 

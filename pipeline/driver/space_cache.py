@@ -21,8 +21,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-import spaces
-from spaces.nb101_enum import CHECKSUM, SIZE, EnumerationError, GraphTable, enumerate_graphs
+from gradsign import spaces
+from gradsign.spaces.nb101_enum import CHECKSUM, SIZE, EnumerationError, GraphTable, enumerate_graphs
 
 FILE_NAME = "nb101-graphs-v1.parquet"
 _META_COUNT, _META_CHECKSUM = b"gradsign.count", b"gradsign.checksum"

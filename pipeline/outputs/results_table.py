@@ -1,4 +1,4 @@
-"""One whole-space score table from a run folder: ``python -m pipeline.results_table RUN_DIR OUT.parquet``.
+"""One whole-space score table from a run folder: ``python -m gradsign.pipeline.outputs.results_table RUN_DIR OUT.parquet``.
 
 The table the project ships under ``results/`` (and the search stage reads): one row per committed arch,
 sorted by ``arch_id``, with columns ``arch_id``, ``arch``, ``official_index`` (from the run's ground-truth
@@ -14,10 +14,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-import spaces
-from spaces import ground_truth as gt_loader
+from gradsign import spaces
+from gradsign.spaces import ground_truth as gt_loader
 
-from . import config as config_mod
+from gradsign.pipeline.driver import config as config_mod
 
 
 def build(run_dir: str | Path) -> pa.Table:
@@ -40,7 +40,7 @@ def build(run_dir: str | Path) -> pa.Table:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2:
-        print("usage: python -m pipeline.results_table RUN_DIR OUT.parquet", file=sys.stderr)
+        print("usage: python -m gradsign.pipeline.outputs.results_table RUN_DIR OUT.parquet", file=sys.stderr)
         return 2
     table = build(args[0])
     pq.write_table(table, args[1], compression="zstd")

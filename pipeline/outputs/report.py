@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from .reducer import Columns, Reducer
-from .shards import write_atomic, write_text_atomic
+from gradsign.pipeline.outputs.reducer import Columns, Reducer
+from gradsign.pipeline.common.atomic import write_atomic, write_text_atomic
 
 # Spearman rho over all 15,625 NB201 cells, 200-epoch test accuracy (GradSign paper, ICLR 2022, and the
 # zero-cost-nas peers it compares with on CIFAR-10). Keyed by (space, dataset, proxy).
@@ -38,7 +38,7 @@ PUBLISHED_SPEARMAN: dict[tuple[str, str, str], float] = {
 }
 
 
-def _fmt(value, digits: int = 3) -> str:
+def fmt(value, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
@@ -141,7 +141,7 @@ def render_markdown(summary: dict, top: pa.Table, cfg: dict) -> str:
     ]
     if summary.get("wall_seconds") is not None:
         lines.append(f"Wall time {summary['wall_seconds']:.1f} s for {summary.get('archs_this_run', 0)} archs "
-                     f"scored in this invocation ({_fmt(summary.get('archs_per_second'), 2)} archs/s) on "
+                     f"scored in this invocation ({fmt(summary.get('archs_per_second'), 2)} archs/s) on "
                      f"{summary.get('num_actors', '?')} actor(s): {', '.join(summary.get('devices', []))}.")
     lines += ["", "## Rank correlation with ground truth", ""]
     gt = summary.get("ground_truth")
@@ -161,9 +161,9 @@ def render_markdown(summary: dict, top: pa.Table, cfg: dict) -> str:
         for proxy, entry in summary["proxies"].items():
             published = PUBLISHED_SPEARMAN.get((summary["space"], summary["dataset"], proxy))
             reference = entry.get("reference") or {}
-            lines.append(f"| {proxy} | {_fmt(entry.get('spearman'))} | {_fmt(entry.get('kendall'))} | "
-                         f"{entry.get('n', 0)} | {_fmt(published)} | {entry['nonfinite_rows']} | "
-                         f"{_fmt(reference.get('spearman'))} | {reference.get('n', 0)} |")
+            lines.append(f"| {proxy} | {fmt(entry.get('spearman'))} | {fmt(entry.get('kendall'))} | "
+                         f"{entry.get('n', 0)} | {fmt(published)} | {entry['nonfinite_rows']} | "
+                         f"{fmt(reference.get('spearman'))} | {reference.get('n', 0)} |")
     for plot in summary.get("plots", []):
         lines += ["", f"![{plot}]({plot})"]
     if top.num_rows:
@@ -171,7 +171,7 @@ def render_markdown(summary: dict, top: pa.Table, cfg: dict) -> str:
         cols = [c for c in top.column_names]
         lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         for row in top.slice(0, 10).to_pylist():
-            cells = [_fmt(row[c], 2) if isinstance(row[c], float) else str(row[c]) for c in cols]
+            cells = [fmt(row[c], 2) if isinstance(row[c], float) else str(row[c]) for c in cols]
             cells = [f"`{cell}`".replace("|", "\\|") if c == "arch" else cell for c, cell in zip(cols, cells)]
             lines.append("| " + " | ".join(cells) + " |")
     if summary.get("first_errors"):

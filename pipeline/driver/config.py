@@ -7,14 +7,12 @@ so the stored ``config.yaml`` shows the paths actually used).
 
 from __future__ import annotations
 
-import copy
-import math
-import os
-import re
 from pathlib import Path
 from typing import Any, Iterable
 
 import yaml
+
+from ..common.layered import ConfigError, check_number, layered, merge
 
 DEFAULT_DATA_DIR = "../shared/data"
 
@@ -58,82 +56,6 @@ SCORE_KEYS = ("space", "dataset", "data", "sample", "proxies", "proxy_options", 
               "precision")
 PRECISIONS = ("fp32", "tf32")
 
-_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-class ConfigError(ValueError):
-    """A config that cannot run; the message names the key and what is wrong."""
-
-
-def _expand(value: Any) -> Any:
-    if isinstance(value, str):
-        def sub(match: re.Match) -> str:
-            name, default = match.group(1), match.group(2)
-            if name in os.environ:
-                return os.environ[name]
-            if default is None:
-                raise ConfigError(f"environment variable {name} is not set (used as ${{{name}}})")
-            return default
-        return _ENV_RE.sub(sub, value)
-    if isinstance(value, list):
-        return [_expand(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _expand(v) for k, v in value.items()}
-    return value
-
-
-def _merge(base: dict, override: dict, where: str = "") -> dict:
-    for key, value in override.items():
-        path = f"{where}{key}"
-        if key not in base:
-            valid = ", ".join(f"{where}{k}" for k in base)
-            raise ConfigError(f"unknown config key {path!r}; valid keys here: {valid}")
-        if isinstance(base[key], dict) and key != "proxy_options":
-            if not isinstance(value, dict):
-                raise ConfigError(f"config key {path!r} must be a mapping, got {value!r}")
-            _merge(base[key], value, f"{path}.")
-        else:
-            base[key] = value
-    return base
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``a.b=value`` -> (["a", "b"], value parsed as YAML, so ``null``, ``3`` and ``[x, y]`` work)."""
-    if "=" not in text:
-        raise ConfigError(f"--set expects dotted.key=value, got {text!r}")
-    key, raw = text.split("=", 1)
-    if not key.strip():
-        raise ConfigError(f"--set expects dotted.key=value, got {text!r}")
-    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else None
-
-
-def _nest(keys: list[str], value: Any) -> dict:
-    out: Any = value
-    for key in reversed(keys):
-        out = {key: out}
-    return out
-
-
-def check_number(cfg: dict, dotted: str, low: float | None = None, high: float | None = None,
-                 integer: bool = False, optional: bool = False, low_open: bool = False) -> None:
-    """The value at ``dotted`` is a finite number (an int if ``integer``) in [low, high] (or (low, high]
-    with ``low_open``); None passes when ``optional``. Else one ConfigError naming the key."""
-    node = cfg
-    *parents, leaf = dotted.split(".")
-    for p in parents:
-        node = node[p]
-    value = node[leaf]
-    if value is None and optional:
-        return
-    kind = "an integer" if integer else "a number"
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
-        raise ConfigError(f"config key {dotted!r} must be {kind}, got {value!r}")
-    if not math.isfinite(value):
-        raise ConfigError(f"config key {dotted!r} must be finite, got {value!r}")
-    if low is not None and (value <= low if low_open else value < low):
-        raise ConfigError(f"config key {dotted!r} must be {'>' if low_open else '>='} {low}, got {value}")
-    if high is not None and value > high:
-        raise ConfigError(f"config key {dotted!r} must be <= {high}, got {value}")
 
 
 def validate(cfg: dict) -> dict:
@@ -187,31 +109,7 @@ def validate(cfg: dict) -> dict:
 def resolve(path: str | Path | None = None, overrides: Iterable[str] = (),
             base: dict | None = None) -> dict:
     """Defaults <- YAML file at ``path`` (if any) <- ``base`` mapping <- ``--set`` overrides; validated."""
-    return layered(DEFAULTS, _merge, validate, path, overrides, base)
-
-
-def layered(defaults: dict, merge, check, path: str | Path | None, overrides: Iterable[str],
-            base: dict | None) -> dict:
-    """``check(expanded(defaults <- YAML at path <- base <- overrides))``, each layer applied by ``merge``
-    (which refuses unknown keys); shared by the run and the search configs."""
-    cfg = copy.deepcopy(defaults)
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {path} must hold a mapping at top level")
-        merge(cfg, loaded)
-    if base:
-        merge(cfg, copy.deepcopy(base))
-    for text in overrides:
-        keys, value = parse_override(text)
-        merge(cfg, _nest(keys, value))
-    return check(_expand(cfg))
+    return layered(DEFAULTS, merge, validate, path, overrides, base)
 
 
 def score_identity(cfg: dict) -> dict:

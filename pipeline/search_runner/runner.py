@@ -24,14 +24,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-import search
-import spaces
-from search.published import GRADSIGN_GAIN, OPTIMUM, PUBLISHED, PUBLISHED_BUDGET, ROBOT
-from spaces.ground_truth import GroundTruthError, read_table
+from gradsign import search
+from gradsign import spaces
+from gradsign.search.published import GRADSIGN_GAIN, OPTIMUM, PUBLISHED, PUBLISHED_BUDGET, ROBOT
+from gradsign.spaces.ground_truth import GroundTruthError, read_table
 
-from . import search_config
-from .config import ConfigError
-from .shards import write_atomic
+from gradsign.pipeline.search_runner import config as search_config
+from gradsign.pipeline.driver.config import ConfigError
+from gradsign.pipeline.common.atomic import write_atomic
 
 
 class ScoreTableError(ValueError):

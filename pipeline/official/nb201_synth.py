@@ -1,6 +1,6 @@
 """Files in the official NAS-Bench-201 ``.pth`` format, built with the ``nas_201_api`` package's own classes.
 
-For tests (a handful of cells with known numbers) and for measuring the converter (``pipeline.truth``) on
+For tests (a handful of cells with known numbers) and for measuring the converter (``gradsign.pipeline.official.nb201``) on
 a file of the official format and of realistic size per cell. The numbers are made up; the layout is the
 one ``NASBench201API.__init__`` reads:
 
@@ -22,8 +22,8 @@ its 12-epoch results exist for ``cifar10-valid`` only. ``synthetic_cells`` draws
 trial mix and the evaluation sets each split has (``cifar10-valid``: x-valid, ori-test; ``cifar10``:
 ori-test; ``cifar100`` and ``ImageNet16-120``: ori-test, x-valid, x-test).
 
-``python -m pipeline.truth_synth OUT.pth --cells N`` writes a synthetic file (for the memory/time
-measurement in the README).
+``python -m gradsign.pipeline.official.nb201_synth OUT.pth --cells N`` writes a synthetic file (for the memory/time
+measurement in docs/official-files.md).
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def benchmark_dict(cells: list[CellSpec], value: ValueFn, size: int | None = Non
     """The object an official file holds; ``meta_archs`` has ``size`` entries (default: the cells')."""
     size = max(c.index for c in cells) + 1 if size is None else size
     by_index = {c.index: c.arch for c in cells}
-    from spaces.nb201 import Cell
+    from gradsign.spaces.nb201 import Cell
 
     used = set(by_index.values())
     spare = (a for a in (str(Cell.from_id(i)) for i in range(15625)) if a not in used)
@@ -123,7 +123,7 @@ def save(obj: dict, path: str | Path, legacy: bool = True) -> None:
 
 def synthetic_cells(count: int, seed: int = 0, layout: str = "v1_1") -> list[CellSpec]:
     """``count`` cells with the v1_1 (or v1_0) trial mix; official indexes 0..count-1, random arch strings."""
-    from spaces.nb201 import SIZE, Cell
+    from gradsign.spaces.nb201 import SIZE, Cell
 
     rng = random.Random(seed)
     ids = rng.sample(range(SIZE), count)
@@ -143,7 +143,7 @@ def random_value(index: int, hp: int, dataset: str, seed: int, what: str, epoch:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.truth_synth",
+    parser = argparse.ArgumentParser(prog="python -m gradsign.pipeline.official.nb201_synth",
                                      description="Write a synthetic file in the official NAS-Bench-201 format.")
     parser.add_argument("out")
     parser.add_argument("--cells", type=int, default=100)

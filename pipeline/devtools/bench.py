@@ -1,6 +1,6 @@
-"""Benchmarks kept with the project: ``python -m pipeline.bench gradsign|throughput [options]``.
+"""Benchmarks kept with the project: ``python -m gradsign.pipeline.devtools.bench gradsign|throughput [options]``.
 
-``throughput`` (``pipeline/throughput.py``): archs/s of real ``gradsign score`` runs through Ray, per
+``throughput`` (``pipeline/devtools/throughput.py``): archs/s of real ``gradsign score`` runs through Ray, per
 actor count (GPU utilisation and memory per actor on a GPU). ``gradsign``, below:
 
 For the same K random cells of one space (``--space nb201``, default, or ``nb101``) and the same real
@@ -29,13 +29,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-import spaces
-from actors.per_sample import probe_network, sign_sums
-from actors.scorer import arch_seed, set_precision
+from gradsign import spaces
+from gradsign.actors.per_sample import probe_network, sign_sums
+from gradsign.actors.scorer import arch_seed, set_precision
 
-from . import throughput
-from .data import dataset_info, load_batch
-from .opcount import count_ops
+from gradsign.pipeline.devtools import throughput
+from gradsign.pipeline.driver.data import dataset_info, load_batch
+from gradsign.pipeline.devtools.opcount import count_ops
 
 
 def _sync(device: torch.device) -> None:
@@ -82,7 +82,7 @@ def bench_gradsign(args: argparse.Namespace) -> dict:
     if args.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     if args.space == "nb101":  # arch(i) needs the table of all graphs: from the user's cache folder
-        from .space_cache import get_space
+        from gradsign.pipeline.driver.space_cache import get_space
 
         space = get_space("nb101")
     else:
@@ -205,7 +205,7 @@ def print_table(summary: dict, engines: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.bench")
+    parser = argparse.ArgumentParser(prog="python -m gradsign.pipeline.devtools.bench")
     sub = parser.add_subparsers(dest="what", required=True)
     g = sub.add_parser("gradsign", help="GradSign engines against the batched forward+backward floor")
     g.add_argument("--cells", type=int, default=8)
@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--tf32", action="store_true", help="allow TF32 matmuls/convolutions (CUDA)")
     g.add_argument("--bf16", action="store_true", help="run the engines under bf16 autocast")
     g.add_argument("--count-ops", action="store_true",
-                   help="also count, per cell, the aten operations that do device work (pipeline/opcount.py)")
+                   help="also count, per cell, the aten operations that do device work (pipeline/devtools/opcount.py)")
     g.add_argument("--json", help="also write the summary here")
     throughput.add_parser(sub)
     args = parser.parse_args(argv)

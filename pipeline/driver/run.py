@@ -1,10 +1,10 @@
-"""The driver: config -> shards -> scorer actors (``pipeline/dispatch.py``) -> committed scores -> outputs.
+"""The driver: config -> shards -> scorer actors (``pipeline/driver/dispatch.py``) -> committed scores -> outputs.
 
 Exactly-once: a shard's scores are committed by one atomic rename; a rerun skips every shard whose score
 file is complete and scores only the rest, plus (``retry_failed: true``, the default) the rows of
 committed shards that failed, so a transient failure is never permanent. A folder is resumed only by a
-config with the same content identity (``pipeline/identity.py``: data by fingerprint, not by path), and
-only by one driver at a time (``pipeline/lock.py``). Faults (dead or hung actors, scorer errors) are the
+config with the same content identity (``pipeline/driver/identity.py``: data by fingerprint, not by path), and
+only by one driver at a time (``pipeline/common/lock.py``). Faults (dead or hung actors, scorer errors) are the
 dispatcher's: see its docstring.
 """
 
@@ -19,23 +19,23 @@ from pathlib import Path
 
 import pyarrow as pa
 
-import spaces
-from actors import proxies as proxy_registry
-from actors.scorer import score_schema
-from spaces import ground_truth as gt_loader
+from gradsign import spaces
+from gradsign.actors import proxies as proxy_registry
+from gradsign.actors.scorer import score_schema
+from gradsign.spaces import ground_truth as gt_loader
 
-from . import config as config_mod
-from . import identity
-from .dispatch import Dispatcher, ShardJob
-from .identity import RunFolderError  # noqa: F401  (re-exported: callers catch it from here)
-from .data import dataset_info, load_batch
-from .lock import hold_run_folder
-from .progress import Progress
-from .reducer import Reducer
-from .report import write_outputs
-from .shards import (iter_shards, part_name, read_arch_list, read_complete, remove_temporaries, write_atomic,
-                     write_text_atomic)
-from .space_cache import get_space
+from gradsign.pipeline.driver import config as config_mod
+from gradsign.pipeline.driver import identity
+from gradsign.pipeline.driver.dispatch import Dispatcher, ShardJob
+from gradsign.pipeline.driver.identity import RunFolderError  # noqa: F401  (re-exported: callers catch it from here)
+from gradsign.pipeline.driver.data import dataset_info, load_batch
+from gradsign.pipeline.common.lock import hold_run_folder
+from gradsign.pipeline.driver.progress import Progress
+from gradsign.pipeline.outputs.reducer import Reducer
+from gradsign.pipeline.outputs.report import write_outputs
+from gradsign.pipeline.common.atomic import write_atomic, write_text_atomic
+from gradsign.pipeline.driver.shards import iter_shards, part_name, read_arch_list, read_complete, remove_temporaries
+from gradsign.pipeline.driver.space_cache import get_space
 
 
 @dataclass
@@ -130,7 +130,7 @@ def _start_ray(cfg: dict) -> bool:
 def _make_actor(cfg: dict, batch_ref, labels_ref, num_classes: int):
     import ray
 
-    from actors.scorer import Scorer
+    from gradsign.actors.scorer import Scorer
 
     r = cfg["ray"]
     threads = max(1, int(r["num_cpus_per_actor"]))
@@ -156,7 +156,7 @@ def run(cfg: dict) -> RunResult:
     if cfg["ground_truth"]["path"] is not None:
         truth = gt_loader.load(cfg["ground_truth"]["path"], cfg["ground_truth"]["column"], space)
 
-    lock = hold_run_folder(run_dir)  # one driver per run folder: a second one is refused here (pipeline/lock.py)
+    lock = hold_run_folder(run_dir)  # one driver per run folder: a second one is refused here (pipeline/common/lock.py)
     try:
         _claim(run_dir, cfg, batch, arch_ids)
         (run_dir / "shards").mkdir(parents=True, exist_ok=True)

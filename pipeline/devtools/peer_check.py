@@ -12,12 +12,12 @@ Each network is built exactly as the scorer builds it: ``torch.manual_seed(arch_
 ``space.build``, a fresh network for every proxy. Run it small on a CPU (``--cells 30``); a full check is
 a GPU job.
 
-    python -m pipeline.peer_check --dataset cifar10 --cells 200 --batch 64 --proxies all --seed 0
+    python -m gradsign.pipeline.devtools.peer_check --dataset cifar10 --cells 200 --batch 64 --proxies all --seed 0
 
 Or read the scores of pipeline runs instead of computing them (``--run-dir``; ``--run-dir2`` a second run
 with another seed for the noise floor): the cells are the peer rows the run scored.
 
-    python -m pipeline.peer_check --dataset cifar10 --run-dir runs/table-cifar10 --run-dir2 runs/noise
+    python -m gradsign.pipeline.devtools.peer_check --dataset cifar10 --run-dir runs/table-cifar10 --run-dir2 runs/noise
 
 NAS-Bench-101 (``--space nb101``): the peer table is ``nb101_naslib_500.jsonl`` (CIFAR-10, 500 rows with
 ``matrix``/``ops``, 292 distinct graphs after pruning). Each distinct network is scored once and its
@@ -29,7 +29,7 @@ Correlations with ``val_accuracy`` are printed over the rows (as the peer comput
 distinct graphs (accuracy averaged per hash). ``--jacob-samples 32`` scores jacob_cov on the first 32
 images, the peer's batch.
 
-    python -m pipeline.peer_check --space nb101 --cells 500 --batch 64 --proxies all,gradsign --jacob-samples 32
+    python -m gradsign.pipeline.devtools.peer_check --space nb101 --cells 500 --batch 64 --proxies all,gradsign --jacob-samples 32
 """
 
 from __future__ import annotations
@@ -45,25 +45,14 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from scipy import stats
 
-import spaces
-from actors import proxies
-from actors.scorer import arch_seed
-from pipeline.data import dataset_info, load_batch
+from gradsign import spaces
+from gradsign.actors import proxies
+from gradsign.actors.scorer import arch_seed
+from gradsign.pipeline.devtools.peer_common import DEFAULT_DATA, load_inputs, parse_proxies, print_table, summarise
+from gradsign.pipeline.driver.data import dataset_info
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data"
-BASELINES = ("grad_norm", "snip", "grasp", "fisher", "synflow", "jacob_cov", "naswot", "params", "flops")
-PEER_COLUMN = {"jacob_cov": "jacov", "naswot": "nwot"}  # others: the same name
-SIZE_PROXIES = ("params", "flops")
-DATA_FILES = {"cifar10": "cifar10_train_1000.npz", "cifar100": "cifar100_train_468.npz",
-              "imagenet16-120": "imagenet16_120_sample.npz"}
 CSV_NAME = {"cifar10": "cifar10", "cifar100": "cifar100", "imagenet16-120": "imagenet16_120"}
-
-
-def peer_column(proxy: str) -> str:
-    return PEER_COLUMN.get(proxy, proxy)
 
 
 def read_peer_rows(path: Path, dataset: str) -> list[dict]:
@@ -83,23 +72,6 @@ def pick_rows(rows: list[dict], cells: int, pick: str, pick_seed: int) -> list[d
         return rows[:cells]
     chosen = np.random.default_rng(pick_seed).choice(len(rows), size=cells, replace=False)
     return [rows[i] for i in sorted(chosen)]
-
-
-def as_float(text: str) -> float:
-    try:
-        return float(text)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def spearman(a: Sequence[float], b: Sequence[float]) -> tuple[float | None, int]:
-    """Spearman rho over the pairs where both are finite, and how many pairs that was."""
-    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    both = np.isfinite(x) & np.isfinite(y)
-    n = int(both.sum())
-    if n < 3 or np.ptp(x[both]) == 0 or np.ptp(y[both]) == 0:
-        return None, n
-    return float(stats.spearmanr(x[both], y[both]).statistic), n
 
 
 def score_cells(archs: Sequence[str], names: Sequence[str], num_classes: int, inputs: torch.Tensor,
@@ -147,76 +119,8 @@ def values_from_run(run_dir: Path, rows: list[dict], names: Sequence[str] | None
     return kept, values
 
 
-def load_inputs(data_dir: Path, dataset: str, batch: int, seed: int, device: torch.device):
-    info = dataset_info(dataset)
-    data = load_batch(data_dir / DATA_FILES[info.name], info.name, batch, seed)
-    return (torch.from_numpy(data.images).to(device), torch.from_numpy(data.labels).to(device), data.fingerprint)
-
-
-def summarise(rows: list[dict], names: Sequence[str], values: dict, seconds: dict,
-              values2: dict | None = None) -> dict:
-    accuracy = [as_float(r["val_accuracy"]) for r in rows]
-    result = {}
-    for name in names:
-        ours = values[name]
-        column = peer_column(name)
-        peer = [as_float(r.get(column)) for r in rows] if column in rows[0] else None
-        entry: dict = {"peer_column": column if peer is not None else None,
-                       "seconds_per_cell": seconds[name] / max(1, len(rows)),
-                       "nonfinite": int(sum(not math.isfinite(v) for v in ours))}
-        entry["rho_val_accuracy"], entry["n"] = spearman(ours, accuracy)
-        if peer is not None:
-            entry["rho_peer"], entry["n_peer"] = spearman(ours, peer)
-            entry["peer_rho_val_accuracy"], _ = spearman(peer, accuracy)
-            if name in SIZE_PROXIES:
-                rel = [abs(a - b) / abs(b) for a, b in zip(ours, peer) if math.isfinite(a) and b]
-                entry["max_rel_diff"] = max(rel) if rel else None
-        if values2 is not None:
-            entry["rho_seed2"], _ = spearman(ours, values2[name])
-            entry["rho_val_accuracy_seed2"], _ = spearman(values2[name], accuracy)
-        result[name] = entry
-    return result
-
-
-def fmt(value, digits: int = 3) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}" if abs(value) >= 1e-3 or value == 0 else f"{value:.1e}"
-    return str(value)
-
-
-def print_table(summary: dict, seed2: bool) -> None:
-    header = ["proxy", "peer col", "rho(peer)", "rho(val)", "peer rho(val)", "n", "max rel diff", "s/cell"]
-    if seed2:
-        header += ["rho(seed,seed2)", "rho(val) seed2"]
-    lines = [header]
-    for name, e in summary.items():
-        line = [name, fmt(e["peer_column"]), fmt(e.get("rho_peer")), fmt(e["rho_val_accuracy"]),
-                fmt(e.get("peer_rho_val_accuracy")), str(e["n"]), fmt(e.get("max_rel_diff"), 2),
-                fmt(e["seconds_per_cell"], 2)]
-        if seed2:
-            line += [fmt(e.get("rho_seed2")), fmt(e.get("rho_val_accuracy_seed2"))]
-        lines.append(line)
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    for line in lines:
-        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths)))
-
-
-def parse_proxies(text: str) -> list[str]:
-    names: list[str] = []
-    for part in (p.strip() for p in text.split(",")):
-        for name in (BASELINES if part == "all" else [part] if part else []):
-            if name not in names:
-                names.append(name)
-    unknown = [n for n in names if n not in proxies.names()]
-    if unknown or not names:
-        raise SystemExit(f"unknown proxies {unknown}; valid: all, {', '.join(proxies.names())}")
-    return names
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pipeline.peer_check", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m gradsign.pipeline.devtools.peer_check", description=__doc__.split("\n\n")[0])
     p.add_argument("--space", choices=("nb201", "nb101"), default="nb201",
                    help="nb201: naslib_zc_nb201.csv; nb101: nb101_naslib_500.jsonl (CIFAR-10)")
     p.add_argument("--dataset", default="cifar10", help="cifar10 | cifar100 | imagenet16_120 (or imagenet16-120)")
@@ -250,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     names = parse_proxies(args.proxies)
     if args.space == "nb101":
-        from .peer_check_nb101 import main as nb101_main
+        from gradsign.pipeline.devtools.peer_check_nb101 import main as nb101_main
 
         return nb101_main(args, names, device)
     if args.cells is None:

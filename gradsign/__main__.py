@@ -1,0 +1,7 @@
+"""``python -m gradsign ...`` is the ``gradsign`` command."""
+
+import sys
+
+from gradsign.pipeline.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""What the scoring driver and the search runner share: layered YAML configs, the run-folder lock, atomic writes."""
