@@ -14,8 +14,8 @@ for every other algorithm (``iterations: null``, the default); a number caps the
 The pick is hpbandster's incumbent: the best loss among evaluations at ``max_budget`` (if there is none
 yet, the best of all queries). It is NOT the best signal seen: a cell evaluated only at a lower rung (not
 promoted, or its iteration cut by the budget before it reached ``max_budget``) is never picked, even when
-its signal beats every max-budget evaluation (at 12,000 s this differs from the best seen in about one
-run in twelve).
+its signal beats every max-budget evaluation (on the NB201 tables at 12,000 s, seed 0: 43 of 500 vanilla
+runs pick a cell below the best signal they saw).
 
 Model (hpbandster's ``BOHB`` config generator): per budget, observations (choices, loss = 100 - accuracy);
 an observation at a budget lower than one that already has a model is dropped; with ``n >= m + 1``
