@@ -234,6 +234,10 @@ def test_a_second_search_is_refused_and_a_killed_one_leaves_no_stale_config(data
             proc.wait()
     assert _describes_its_results(out)  # the killed search's config never sits beside other results
     assert not (out / "summary.json").exists() or (out / "config.yaml").exists()
+    # killed while computing (it writes nothing before its results are all in memory): the first search's
+    # folder is as it was
+    assert (out / "config.yaml").read_text() == before
+    assert json.loads((out / "summary.json").read_text())["runs"] == 4
     # the kernel dropped the killed holder's lock: the folder is usable at once
     again = search_run.run(_cfg(data_dir, tmp_path, "algorithm=random", "runs=3", "budget_seconds=1500",
                                 "ray.num_workers=0"))

@@ -5,9 +5,11 @@ Outputs in ``output/``: ``config.yaml`` (resolved), ``runs.parquet`` (one row pe
 
 One search per folder, and a folder always describes the results it holds: a search holds the folder's
 ``driver.lock`` (``pipeline/common/lock.py``, the lock of ``gradsign score``; a second search on the same
-folder is refused with one message), removes the previous ``config.yaml`` and then the previous results,
-writes each result atomically and ``config.yaml`` last. So a ``config.yaml`` is only ever beside the
-results of that config; a folder without one (an interrupted search) holds no finished search.
+folder is refused with one message) and computes every result in memory; only then does it remove the
+previous ``config.yaml`` and then the previous results, write each result atomically and ``config.yaml``
+last. So a ``config.yaml`` is only ever beside the results of that config: a search interrupted while it
+computes leaves the previous search's folder as it was, one interrupted while it writes leaves a folder
+without ``config.yaml`` (no finished search: rerun it).
 
 Determinism: a run is a pure function of (tables, variant, params, budget, seed, run index); runs are cut
 into tasks of ``ray.runs_per_task`` by the config alone, and results are assembled in (variant, run) order,
@@ -496,7 +498,6 @@ def run(cfg: dict) -> SearchResult:
     _check_output(out, cfg)
     lock = hold_run_folder(out)  # one search per folder: a second one is refused here, before any change
     try:
-        _clear_results(out)
         return _run_held(cfg, out, started, space_impl, bench, scores, warm, all_variants, all_tasks)
     finally:
         lock.release()
@@ -533,6 +534,7 @@ def _run_held(cfg, out, started, space_impl, bench, scores, warm, all_variants, 
     pick_names = [names[i] if i >= 0 else None for i in runs_table.column("pick_arch_id").to_pylist()]
     runs_table = runs_table.add_column(runs_table.column_names.index("pick_arch_id") + 1, "pick_arch",
                                        pa.array(pick_names, pa.string()))
+    _clear_results(out)  # only now, with every result in memory: an interrupted search left the old folder whole
     write_atomic(runs_table, out / "runs.parquet")
     write_atomic(traj_table, out / "trajectories.parquet")
     datasets = list(cfg["benchmark"]["final"]["columns"])
