@@ -92,7 +92,7 @@ def _interrupt_text(args: argparse.Namespace, exc: KeyboardInterrupt) -> str:
     if shards is not None:  # a score run (RunInterrupted) or a search (SearchInterrupted)
         unit = "shards committed" if args.command == "score" else "tasks finished"
         again = ("rerun the same command to resume" if args.command == "score"
-                 else "nothing written but config.yaml; rerun the same command to run the search again")
+                 else "no results written; rerun the same command to run the search again")
         return f"{committed} of {shards} {unit} in {run_dir}; {again}"
     if args.command == "score":
         return "stopped before any shard was scored; rerun the same command to resume"

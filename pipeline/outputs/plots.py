@@ -159,7 +159,7 @@ def score_figure(panels: Sequence[Panel], path: Path, truth_label: str, heading:
     plt = pyplot()
     if plt is None or not panels:
         return
-    cols = min(len(panels), 3)
+    cols = 2 if len(panels) == 4 else min(len(panels), 3)
     rows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.8 * cols, 4.6 * rows + (0.3 if heading else 0)), dpi=120,
                              squeeze=False)
@@ -184,8 +184,7 @@ def rho_heatmap(proxies: Sequence[str], columns: Sequence[str], rho: np.ndarray,
     import matplotlib.colors
 
     fig, ax = plt.subplots(figsize=(1.9 * len(columns) + 2.6, 0.62 * len(proxies) + 1.9), dpi=120)
-    cmap = plt.get_cmap("RdBu").copy()
-    cmap.set_bad("0.88")
+    cmap = plt.get_cmap("RdBu").with_extremes(bad="0.88")
     image = ax.imshow(np.ma.masked_invalid(rho), cmap=cmap, norm=matplotlib.colors.Normalize(-1, 1), aspect="auto")
     for i in range(len(proxies)):
         for j in range(len(columns)):
