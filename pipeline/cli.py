@@ -95,7 +95,7 @@ def _interrupt_text(args: argparse.Namespace, exc: KeyboardInterrupt) -> str:
                  else "no results written; rerun the same command to run the search again")
         return f"{committed} of {shards} {unit} in {run_dir}; {again}"
     if args.command == "score":
-        return "stopped before any shard was scored; rerun the same command to resume"
+        return "stopped before scoring started; rerun the same command to resume"
     return "stopped before the search started; rerun the same command to run it"
 
 
