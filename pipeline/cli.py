@@ -4,7 +4,9 @@
 
 Exit status: 0 all requested archs scored; 3 the run finished but some archs failed (see summary.json);
 2 bad input (config, data, arch list, ground truth, run folder) - one message, nothing written that
-looks complete; 1 anything unexpected (or no scorer actor could start: one message naming the cause).
+looks complete; 1 anything unexpected (or no scorer actor could start: one message naming the cause);
+130 / 143 stopped by SIGINT (Ctrl-C) / SIGTERM (``score`` and ``search``): one line saying what was
+committed, no traceback, and a run folder the same command resumes (``pipeline/common/interrupt.py``).
 """
 
 from __future__ import annotations
@@ -25,9 +27,16 @@ def _parser() -> argparse.ArgumentParser:
                        help="override a config key, e.g. --set sample.size=300 (repeatable)")
     report = sub.add_parser("report", help="recompute summary, top-k, report and plots from stored scores")
     report.add_argument("run_dir")
-    compare = sub.add_parser("compare", help="proxy x dataset correlation table across run folders")
-    compare.add_argument("run_dirs", nargs="+")
+    compare = sub.add_parser("compare", help="proxy x dataset correlation table across run folders or score tables")
+    compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR|[DATASET=]TABLE",
+                         help="run folders, or whole-space score tables (.parquet/.csv, e.g. results/nb201/*.parquet)")
     compare.add_argument("--output", help="also write the Markdown table here")
+    compare.add_argument("--plot", metavar="FILE.png", help="draw the rho table as a heatmap into this PNG")
+    compare.add_argument("--ground-truth", metavar="FILE",
+                         help="accuracies a score table is compared with (e.g. ../shared/data/nb201_accuracy.csv)")
+    compare.add_argument("--column", default="{dataset}_test",
+                         help="ground-truth column of a table, {dataset} filled in (default: {dataset}_test)")
+    compare.add_argument("--space", default="nb201", help="space of the score tables (default: nb201)")
     truth = sub.add_parser("truth", help="convert an official benchmark file into the ground-truth/benchmark table")
     truth_sub = truth.add_subparsers(dest="benchmark", required=True)
     nb201 = truth_sub.add_parser("nb201", help="NAS-Bench-201 v1_0/v1_1 .pth (read once with nas_201_api's classes)")
@@ -55,8 +64,42 @@ def _print_summary(summary: dict, run_dir: Path) -> None:
         print(f"wall {summary['wall_seconds']:.1f} s, {summary.get('archs_per_second') or 0:.3f} archs/s")
 
 
+def _interrupted(what: str) -> int:
+    """The one line an interrupted command ends with; the conventional exit status (130 / 143)."""
+    from gradsign.pipeline.common import interrupt
+
+    print(f"gradsign: interrupted ({interrupt.signal_name()}): {what}", file=sys.stderr, flush=True)
+    return interrupt.exit_status()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in ("score", "search"):  # long commands: Ctrl-C / SIGTERM end with one line
+        from gradsign.pipeline.common import interrupt
+
+        previous = interrupt.install()
+        try:
+            return _main(args)
+        except KeyboardInterrupt as exc:
+            return _interrupted(_interrupt_text(args, exc))
+        finally:
+            interrupt.restore(previous)
+    return _main(args)
+
+
+def _interrupt_text(args: argparse.Namespace, exc: KeyboardInterrupt) -> str:
+    committed, shards, run_dir = (getattr(exc, name, None) for name in ("committed", "shards", "run_dir"))
+    if shards is not None:  # a score run (RunInterrupted) or a search (SearchInterrupted)
+        unit = "shards committed" if args.command == "score" else "tasks finished"
+        again = ("rerun the same command to resume" if args.command == "score"
+                 else "no results written; rerun the same command to run the search again")
+        return f"{committed} of {shards} {unit} in {run_dir}; {again}"
+    if args.command == "score":
+        return "stopped before scoring started; rerun the same command to resume"
+    return "stopped before the search started; rerun the same command to run it"
+
+
+def _main(args: argparse.Namespace) -> int:
     if args.command == "truth":
         from gradsign.pipeline.official.nb201 import main_nb201
 
@@ -74,16 +117,21 @@ def main(argv: list[str] | None = None) -> int:
     from gradsign.pipeline.driver.run import recompute, run
 
     if args.command == "compare":
-        from gradsign.pipeline.outputs.compare import load, table
+        from gradsign.pipeline.outputs.compare import heatmap, load, table
 
         try:
-            text = table(load([Path(d) for d in args.run_dirs]))
+            summaries = load(args.run_dirs, args.ground_truth, args.column, args.space)
+            text = table(summaries)
+            if args.plot:
+                heatmap(summaries, Path(args.plot))
         except (ValueError, FileNotFoundError) as exc:
             print(f"gradsign: error: {exc}", file=sys.stderr)
             return EXIT_BAD_INPUT
         print(text, end="")
         if args.output:
             Path(args.output).write_text(text)
+        if args.plot:
+            print(f"heatmap: {args.plot}")
         return EXIT_OK
     try:
         if args.command == "score":

@@ -292,6 +292,12 @@ class Dispatcher:
             self._check_time_limits()
         return self.devices
 
+    def stop(self) -> None:
+        """Kill every actor at once (an interrupted run): work in flight is dropped, never committed."""
+        for slot in self.slots:
+            self._kill(slot.actor)
+        self.slots, self.in_flight = [], {}
+
 
 def failed_rows(shard: pa.Table, schema: pa.Schema, error: str) -> pa.Table:
     """Score rows (``schema``) for ``shard``'s archs: NaN scores, ``error``; identity columns (arch_id,

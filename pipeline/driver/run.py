@@ -29,6 +29,7 @@ from gradsign.pipeline.driver import identity
 from gradsign.pipeline.driver.dispatch import Dispatcher, ShardJob
 from gradsign.pipeline.driver.identity import RunFolderError  # noqa: F401  (re-exported: callers catch it from here)
 from gradsign.pipeline.driver.data import dataset_info, load_batch
+from gradsign.pipeline.common import interrupt
 from gradsign.pipeline.common.lock import hold_run_folder
 from gradsign.pipeline.driver.progress import Progress
 from gradsign.pipeline.outputs.reducer import Reducer
@@ -36,6 +37,15 @@ from gradsign.pipeline.outputs.report import write_outputs
 from gradsign.pipeline.common.atomic import write_atomic, write_text_atomic
 from gradsign.pipeline.driver.shards import iter_shards, part_name, read_arch_list, read_complete, remove_temporaries
 from gradsign.pipeline.driver.space_cache import get_space
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """A run stopped by Ctrl-C or SIGTERM after its cleanup (actors killed, Ray shut down, lock released):
+    ``committed`` of ``shards`` score files are complete in ``run_dir``; the same command resumes it."""
+
+    def __init__(self, run_dir: Path, committed: int, shards: int):
+        super().__init__(f"{committed} of {shards} shards committed in {run_dir}")
+        self.run_dir, self.committed, self.shards = run_dir, committed, shards
 
 
 @dataclass
@@ -124,6 +134,7 @@ def _start_ray(cfg: dict) -> bool:
                  logging_level="warning", object_store_memory=cfg["ray"]["object_store_mb"] * 2**20)
     else:
         ray.init(address=address, logging_level="warning")
+    interrupt.reinstall()  # ray.init replaced the CLI's SIGTERM handler with its own
     return True
 
 
@@ -217,9 +228,19 @@ def run(cfg: dict) -> RunResult:
                      "fingerprint": batch.fingerprint},
         }
         summary = write_outputs(run_dir, cfg, reducer, facts)
+    except KeyboardInterrupt:  # the finally blocks above ran: actors killed, Ray shut down
+        committed = len(list((run_dir / "scores").glob("part-*.parquet")))
+        raise RunInterrupted(run_dir, committed, _shards_requested(cfg, space, arch_ids)) from None
     finally:
         lock.release()
     return RunResult(run_dir, summary)
+
+
+def _shards_requested(cfg: dict, space, arch_ids: list[int] | None) -> int:
+    """How many shards the config asks for (what ``iter_shards`` yields), without listing the archs."""
+    size = cfg["sample"]["size"]
+    count = len(arch_ids) if arch_ids is not None else min(size, len(space)) if size is not None else len(space)
+    return math.ceil(count / cfg["shard_size"])
 
 
 def _shard_loader(run_dir: Path, index: int, rows: int):
@@ -250,7 +271,11 @@ def _dispatch(cfg, run_dir, batch, num_classes, jobs, schema, reducer, progress)
                             key_column=spaces.key_column(get_space(cfg["space"])))
     for job in jobs:
         dispatcher.add(job)
-    devices = dispatcher.run()
+    try:
+        devices = dispatcher.run()
+    except KeyboardInterrupt:  # Ctrl-C / SIGTERM: end the actors now, also on a cluster we only joined
+        dispatcher.stop()
+        raise
     return devices, dispatcher.events
 
 

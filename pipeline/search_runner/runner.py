@@ -41,6 +41,16 @@ from gradsign.pipeline.search_runner import config as search_config
 from gradsign.pipeline.driver.config import ConfigError
 from gradsign.pipeline.common.atomic import write_atomic, write_text_atomic
 from gradsign.pipeline.common.lock import hold_run_folder
+from gradsign.pipeline.common import interrupt
+
+
+class SearchInterrupted(KeyboardInterrupt):
+    """A search stopped by Ctrl-C or SIGTERM (Ray shut down first): ``committed`` of ``shards`` tasks had
+    finished; no result was written. Searches are not resumed: the same command runs it again."""
+
+    def __init__(self, run_dir: Path, committed: int, shards: int):
+        super().__init__(f"{committed} of {shards} tasks finished")
+        self.run_dir, self.committed, self.shards = run_dir, committed, shards
 
 
 class ScoreTableError(ValueError):
@@ -243,6 +253,7 @@ def _start_ray(cfg: dict) -> bool:
                  logging_level="warning", object_store_memory=cfg["ray"]["object_store_mb"] * 2**20)
     else:
         ray.init(address=cfg["ray"]["address"], logging_level="warning")
+    interrupt.reinstall()  # ray.init replaced the CLI's SIGTERM handler with its own
     return True
 
 
@@ -256,19 +267,22 @@ def _execute(cfg, space_name, bench, scores, all_variants, all_tasks, params_of,
 
     results: list = [None] * len(all_tasks)
     if cfg["ray"]["num_workers"] == 0:
-        for k, task in enumerate(all_tasks):
-            v, p, runs = args(task)
-            results[k] = run_task(space_name, bench, scores, v, p, budget, seed, runs, warm)
-            progress(k + 1)
+        try:
+            for k, task in enumerate(all_tasks):
+                v, p, runs = args(task)
+                results[k] = run_task(space_name, bench, scores, v, p, budget, seed, runs, warm)
+                progress(k + 1)
+        except KeyboardInterrupt:
+            raise SearchInterrupted(Path(cfg["output"]), sum(r is not None for r in results), len(all_tasks)) from None
         return results
     import ray
 
     started = _start_ray(cfg)
+    in_flight: dict = {}
     try:
         remote = ray.remote(num_cpus=1)(run_task)
         bench_ref, scores_ref = ray.put(bench), ray.put(scores)
         pending = list(range(len(all_tasks)))
-        in_flight: dict = {}
         done = 0
         while pending or in_flight:
             while pending and len(in_flight) < cfg["ray"]["num_workers"]:
@@ -280,6 +294,13 @@ def _execute(cfg, space_name, bench, scores, all_variants, all_tasks, params_of,
             results[k] = ray.get(ready[0])
             done += 1
             progress(done)
+    except KeyboardInterrupt:  # Ctrl-C / SIGTERM: stop the tasks in flight (also on a cluster we joined)
+        for ref in in_flight:
+            try:
+                ray.cancel(ref, force=True)
+            except Exception:  # already finished or gone
+                pass
+        raise SearchInterrupted(Path(cfg["output"]), sum(r is not None for r in results), len(all_tasks)) from None
     finally:
         if started:
             ray.shutdown()
@@ -437,6 +458,26 @@ def _plot(cfg, all_variants, traj: pa.Table, out: Path, final_name: str) -> str 
     return "plots/search.png"
 
 
+def _plot_queries(all_variants, traj: pa.Table, out: Path, final_name: str) -> str | None:
+    """``plots/queries.png``: per variant, the pick's test accuracy against the number of queries."""
+    from gradsign.pipeline.outputs import plots
+
+    if plots.pyplot() is None:
+        return None
+    labels = traj.column("variant").to_numpy(zero_copy_only=False)
+    run = traj.column("run").to_numpy()
+    step = traj.column("step").to_numpy()
+    best = traj.column(f"best_{final_name}_test").to_numpy()
+    curves = []
+    for v in all_variants:
+        mask = labels == v.label
+        r, s, b = run[mask], step[mask], best[mask]
+        per_run = [b[r == k][np.argsort(s[r == k])] for k in np.unique(r)]
+        curves.append(plots.QueryCurve(v.label, v.algorithm, [c[np.isfinite(c)] for c in per_run]))
+    plots.search_queries(curves, search.LABELS, out / "queries.png", f"{final_name} test accuracy")
+    return "plots/queries.png"
+
+
 def _runs_schema(datasets: list[str]) -> pa.Schema:
     fields = [("variant", pa.string()), ("algorithm", pa.string()), ("proxy", pa.string()),
               ("proposals", pa.int64()), ("charge_proxy", pa.string()), ("warm_start", pa.bool_()),
@@ -450,7 +491,8 @@ def _runs_schema(datasets: list[str]) -> pa.Schema:
 # What a search writes into its folder. ``config.yaml`` is written last and removed first, so a folder that
 # holds a ``config.yaml`` holds exactly the results of that config; a folder without one holds no finished
 # search (an interrupted one: rerun it).
-RESULT_FILES = ("runs.parquet", "trajectories.parquet", "summary.json", "report.md", "plots/search.png")
+RESULT_FILES = ("runs.parquet", "trajectories.parquet", "summary.json", "report.md", "plots/search.png",
+                "plots/queries.png")
 
 
 def _check_output(out: Path, cfg: dict) -> None:
@@ -541,8 +583,10 @@ def _run_held(cfg, out, started, space_impl, bench, scores, warm, all_variants, 
     wall = time.perf_counter() - started
     summary = _summary(cfg, all_variants, runs_table, scores, wall, datasets)
     plot = _plot(cfg, all_variants, traj_table, out / "plots", datasets[0])
+    queries_plot = _plot_queries(all_variants, traj_table, out / "plots", datasets[0])
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
-    write_text_atomic(out / "report.md", _report(cfg, summary, datasets, plot))
+    write_text_atomic(out / "report.md", _report(cfg, summary, datasets, plot)
+                      + (f"![the pick's test accuracy against queries]({queries_plot})\n" if queries_plot else ""))
     write_text_atomic(out / "config.yaml", search_config.dump(cfg))  # last: it marks the folder complete
     return SearchResult(out, summary)
 
