@@ -37,8 +37,9 @@ DEFAULTS: dict[str, Any] = {
         "object_store_mb": 512,
         "actor_start_timeout_s": 600,
         # a running shard is stopped past max(min_s, factor x rows x p99 seconds per arch so far);
-        # before any arch was measured, past initial_s
-        "shard_timeout": {"initial_s": 1800, "min_s": 120, "factor": 20},
+        # before any arch was measured, past max(initial_s, initial_per_arch_s x rows)
+        # (72 s an arch: the old 1800 s for a shard of the default 25 rows)
+        "shard_timeout": {"initial_s": 1800, "initial_per_arch_s": 72, "min_s": 120, "factor": 20},
     },
     "shard_size": 25,
     "topk": 50,

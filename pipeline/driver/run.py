@@ -70,6 +70,7 @@ def prepare(cfg: dict) -> tuple[dict, Path, list[int] | None]:
         except TypeError as exc:
             raise config_mod.ConfigError(f"proxy_options.{name}: {exc}") from None
     space = get_space(cfg["space"])  # plugins above may register it; NB101's table from the user's cache
+    check_sample_size(cfg, space)
     dataset_info(cfg["dataset"])
     arch_ids = None
     if cfg["sample"]["archs"] is not None:  # a malformed line fails here, before any file is made
@@ -77,6 +78,16 @@ def prepare(cfg: dict) -> tuple[dict, Path, list[int] | None]:
     if cfg["topk_by"] is not None and cfg["topk_by"] not in cfg["proxies"]:
         raise config_mod.ConfigError(f"topk_by {cfg['topk_by']!r} is not one of proxies {cfg['proxies']}")
     return cfg, Path(cfg["output"]), arch_ids
+
+
+def check_sample_size(cfg: dict, space) -> None:
+    """Refuse a ``sample.size`` larger than the space: it would silently score the whole space (a typo
+    costing hours) under an identity that then refuses ``sample.size: null`` for the same cells."""
+    size = cfg["sample"]["size"]
+    if size is not None and size > len(space):
+        raise config_mod.ConfigError(
+            f"sample.size {size} is larger than space {cfg['space']!r} ({len(space)} archs): set "
+            f"sample.size: null to score the whole space, or at most {len(space)}")
 
 
 def _load_batch(cfg: dict):
