@@ -43,3 +43,98 @@ def test_a_healthy_first_shard_is_not_killed_by_a_per_shard_limit(tmp_path, data
     summary = run(cfg).summary
     assert summary["archs"] == {"requested": 6, "scored": 6, "failed": 0, "missing": 0}
     assert not [e for e in summary["dispatch_events"] if "TimedOut" in e], summary["dispatch_events"]
+
+
+# -- 1. committed score files are verified, never trusted blindly ----------------------------------------
+
+def _gradsign(run_dir: Path) -> dict[int, float]:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(run_dir / "scores")
+    return dict(zip(table.column("arch_id").to_pylist(), table.column("gradsign").to_pylist()))
+
+
+@pytest.fixture(scope="module")
+def clean_run(tmp_path_factory, data_dir, ray_cluster):
+    """One small real run (12 NB201 cells, shards of 4): its config and summary, never modified."""
+    base = tmp_path_factory.mktemp("clean")
+    result = run(small_config(base, data_dir))
+    assert result.complete
+    return base, result.summary
+
+
+def _copy_of(clean_run, tmp_path: Path) -> Path:
+    import shutil
+
+    shutil.copytree(clean_run[0] / "run", tmp_path / "run")
+    (tmp_path / "run" / "driver.lock").unlink(missing_ok=True)
+    return tmp_path / "run"
+
+
+@pytest.mark.ray
+def test_a_score_file_copied_over_another_is_rejected_and_scored_again(clean_run, tmp_path, data_dir):
+    import subprocess
+    import sys
+
+    from gradsign.pipeline.driver.run import recompute
+
+    d = _copy_of(clean_run, tmp_path)
+    scores = d / "scores"
+    (scores / "part-00001.parquet").write_bytes((scores / "part-00002.parquet").read_bytes())
+    # gradsign report refuses, naming the file (exit 2, one message)
+    with pytest.raises(ValueError, match=r"part-00001\.parquet"):
+        recompute(d)
+    done = subprocess.run([sys.executable, "-m", "gradsign", "report", str(d)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 2 and "part-00001.parquet" in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    # a resume reports it, scores that shard again, and ends equal to the clean run
+    summary = run(small_config(tmp_path, data_dir)).summary
+    assert summary["score_files_rejected"] == 1 and summary["rejected_files"] == ["part-00001.parquet"]
+    assert summary["archs_this_run"] == 4 and summary["archs"]["scored"] == 12
+    assert _gradsign(d) == _gradsign(clean_run[0] / "run")
+    assert summary["proxies"]["gradsign"]["spearman"] == clean_run[1]["proxies"]["gradsign"]["spearman"]
+    assert (d / "rejected" / "part-00001.parquet").is_file()
+    again = run(small_config(tmp_path, data_dir)).summary
+    assert again["score_files_rejected"] == 0 and again["archs_this_run"] == 0
+    assert recompute(d)["proxies"]["gradsign"]["spearman"] == clean_run[1]["proxies"]["gradsign"]["spearman"]
+
+
+def _flip(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("where", ["data page", "footer"])
+def test_one_flipped_bit_in_a_committed_file_is_detected(clean_run, tmp_path, where):
+    import pyarrow.parquet as pq
+
+    from gradsign.pipeline.driver.run import recompute
+
+    d = _copy_of(clean_run, tmp_path)
+    path = d / "scores" / "part-00000.parquet"
+    meta = pq.ParquetFile(path).metadata
+    if where == "data page":  # the last byte of the gradsign column's values
+        column = meta.row_group(0).column(meta.schema.names.index("gradsign"))
+        offset = column.data_page_offset + column.total_compressed_size - 1
+    else:  # the middle of the Thrift footer (file metadata)
+        footer = int.from_bytes(path.read_bytes()[-8:-4], "little")
+        offset = path.stat().st_size - 8 - footer // 2
+    _flip(path, offset)
+    with pytest.raises(ValueError, match=r"part-00000\.parquet"):
+        recompute(d)
+
+
+@pytest.mark.ray
+def test_a_folder_written_before_digests_resumes_and_checks_its_archs(clean_run, tmp_path, data_dir):
+    import shutil
+
+    d = _copy_of(clean_run, tmp_path)
+    shutil.rmtree(d / "digests")  # as a folder made before this change
+    (d / "scores" / "part-00002.parquet").write_bytes((d / "scores" / "part-00000.parquet").read_bytes())
+    summary = run(small_config(tmp_path, data_dir)).summary
+    assert summary["score_files_adopted"] == 2 and summary["score_files_rejected"] == 1
+    assert summary["archs_this_run"] == 4 and _gradsign(d) == _gradsign(clean_run[0] / "run")
+    assert sorted(p.name for p in (d / "digests").iterdir()) == [f"part-0000{i}.parquet.sha256" for i in range(3)]
