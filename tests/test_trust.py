@@ -138,3 +138,71 @@ def test_a_folder_written_before_digests_resumes_and_checks_its_archs(clean_run,
     assert summary["score_files_adopted"] == 2 and summary["score_files_rejected"] == 1
     assert summary["archs_this_run"] == 4 and _gradsign(d) == _gradsign(clean_run[0] / "run")
     assert sorted(p.name for p in (d / "digests").iterdir()) == [f"part-0000{i}.parquet.sha256" for i in range(3)]
+
+
+# -- 2. ground-truth rows with different meanings are never averaged -------------------------------------
+
+NB201 = spaces.get("nb201")
+CELL = "|skip_connect~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_1x1~0|nor_conv_1x1~1|none~2|"
+
+
+def _rows_of(path: Path, arch: str) -> dict[str, float]:
+    import pyarrow.csv as pacsv
+
+    table = pacsv.read_csv(path).to_pylist()
+    return {r["dataset"]: r["val_accuracy"] for r in table if r["arch"] == arch}
+
+
+def test_rows_of_one_arch_from_different_datasets_are_refused_not_averaged(data_dir):
+    from gradsign.spaces.ground_truth import GroundTruthError, load
+
+    path = data_dir / "naslib_zc_nb201.csv"
+    assert len(_rows_of(path, CELL)) == 3  # one cell measured on three datasets (86.06 / 62.02 / 32.2)
+    with pytest.raises(GroundTruthError, match=r"different meanings.*dataset = 'cifar10'.*where: \{dataset: "):
+        load(path, "val_accuracy", NB201)
+
+
+def test_where_selects_one_dataset(data_dir):
+    from gradsign.spaces.ground_truth import GroundTruthError, load
+
+    path = data_dir / "naslib_zc_nb201.csv"
+    rows = _rows_of(path, CELL)
+    for dataset, value in rows.items():
+        truth = load(path, "val_accuracy", NB201, {"dataset": dataset})
+        assert truth.values[NB201.key(CELL)] == value and truth.averaged_keys == 0
+    with pytest.raises(GroundTruthError, match=r"no row has dataset = 'cifar-10'.*cifar10, cifar100"):
+        load(path, "val_accuracy", NB201, {"dataset": "cifar-10"})
+    with pytest.raises(GroundTruthError, match=r"no column 'split'"):
+        load(path, "val_accuracy", NB201, {"split": "test"})
+
+
+def test_ground_truth_where_is_a_config_key_and_reaches_the_summary(tmp_path, data_dir):
+    from gradsign.pipeline.driver.config import resolve
+    from gradsign.pipeline.driver.identity import content_identity
+
+    cfg = small_config(tmp_path, data_dir, f"ground_truth.path={data_dir}/naslib_zc_nb201.csv",
+                       "ground_truth.column=val_accuracy", "ground_truth.where={dataset: cifar10}")
+    assert cfg["ground_truth"]["where"] == {"dataset": "cifar10"}
+    assert "ground_truth" not in content_identity(cfg, "f" * 16, None)  # truth never decides the scores
+    with pytest.raises(ConfigError, match="ground_truth.where"):
+        resolve("configs/nb201-cifar10.yaml", [f"data.path={data_dir}/cifar10_train_1000.npz",
+                                                "ground_truth.where=cifar10"])
+
+
+def test_repeats_of_one_measurement_are_still_averaged(tmp_path):
+    from gradsign.spaces.ground_truth import load
+
+    path = tmp_path / "seeds.csv"
+    path.write_text(f"arch,seed,dataset,acc\n{CELL},777,cifar10,90.0\n{CELL},888,cifar10,92.0\n")
+    truth = load(path, "acc", NB201)
+    assert truth.values[NB201.key(CELL)] == 91.0 and truth.averaged_keys == 1
+
+
+@pytest.mark.parametrize("column", ["index", "arch", "hash"])
+def test_structural_columns_are_refused_as_the_metric(tmp_path, column):
+    from gradsign.spaces.ground_truth import GroundTruthError, load
+
+    path = tmp_path / "t.csv"
+    path.write_text(f"index,arch,hash,acc\n5,{CELL},7,90.0\n")
+    with pytest.raises(GroundTruthError, match=rf"column '{column}' .*identifies rows, it is not a metric"):
+        load(path, column, NB201)

@@ -25,7 +25,9 @@ DEFAULTS: dict[str, Any] = {
     "proxies": ["gradsign"],
     "proxy_options": {},
     "plugins": [],
-    "ground_truth": {"path": None, "column": None},
+    # where: {column: value} selects the table's rows (e.g. {dataset: cifar10}); rows of one arch that
+    # differ in a label column are refused unless selected (spaces/ground_truth.py)
+    "ground_truth": {"path": None, "column": None, "where": None},
     "ray": {
         "address": None,
         "num_actors": 2,
@@ -95,6 +97,7 @@ def validate(cfg: dict) -> dict:
     gt = cfg["ground_truth"]
     if (gt["path"] is None) != (gt["column"] is None):
         raise ConfigError("'ground_truth.path' and 'ground_truth.column' go together: set both or neither")
+    check_where(gt["where"], "ground_truth.where")
     check_number(cfg, "ray.actor_start_timeout_s", 0, low_open=True)
     for key in cfg["ray"]["shard_timeout"]:
         check_number(cfg, f"ray.shard_timeout.{key}", 0, low_open=True)
@@ -105,6 +108,16 @@ def validate(cfg: dict) -> dict:
     if cfg["output"] is None:
         cfg["output"] = str(Path("runs") / str(cfg["name"]))
     return cfg
+
+
+def check_where(where, key: str) -> None:
+    """``where`` is null or a mapping of column name -> one scalar value (a row selection)."""
+    if where is None:
+        return
+    if not isinstance(where, dict) or not where or not all(
+            isinstance(k, str) and isinstance(v, (str, int, float, bool)) for k, v in where.items()):
+        raise ConfigError(f"config key {key!r} must map column names to one value each "
+                          f"(e.g. {{dataset: cifar10}}), got {where!r}")
 
 
 def resolve(path: str | Path | None = None, overrides: Iterable[str] = (),

@@ -167,7 +167,8 @@ def run(cfg: dict) -> RunResult:
     batch = _load_batch(cfg)
     truth = None
     if cfg["ground_truth"]["path"] is not None:
-        truth = gt_loader.load(cfg["ground_truth"]["path"], cfg["ground_truth"]["column"], space)
+        truth = gt_loader.load(cfg["ground_truth"]["path"], cfg["ground_truth"]["column"], space,
+                               cfg["ground_truth"]["where"])
 
     lock = hold_run_folder(run_dir)  # one driver per run folder: a second one is refused here (pipeline/common/lock.py)
     try:
@@ -301,7 +302,8 @@ def recompute(run_dir: Path) -> dict:
     space = get_space(cfg["space"])
     truth = None
     if cfg["ground_truth"]["path"] is not None:
-        truth = gt_loader.load(cfg["ground_truth"]["path"], cfg["ground_truth"]["column"], space)
+        truth = gt_loader.load(cfg["ground_truth"]["path"], cfg["ground_truth"]["column"], space,
+                               cfg["ground_truth"]["where"])
     schema = score_schema(cfg["proxies"], spaces.key_column(space))
     reducer = Reducer(cfg["proxies"], space, truth, cfg["topk"], cfg["topk_by"])
     requested = 0
