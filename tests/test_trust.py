@@ -206,3 +206,47 @@ def test_structural_columns_are_refused_as_the_metric(tmp_path, column):
     path.write_text(f"index,arch,hash,acc\n5,{CELL},7,90.0\n")
     with pytest.raises(GroundTruthError, match=rf"column '{column}' .*identifies rows, it is not a metric"):
         load(path, column, NB201)
+
+
+# -- 3. search benchmark tables: repeats averaged, rows of other meanings refused, never last-row-wins ----
+
+def _benchmark_with_duplicate(data_dir: Path, tmp_path: Path, dataset: str, value: float) -> tuple[Path, str, float]:
+    """The hp12 table with a ``dataset`` column (``cifar10``) and one more row for its first arch."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    table = pacsv.read_csv(data_dir / "nb201_cifar10_hp12.csv")
+    table = table.append_column("dataset", pa.array(["cifar10"] * table.num_rows))
+    extra = table.slice(0, 1).to_pylist()[0]
+    original = extra["cifar10_valid_12ep"]
+    extra.update(cifar10_valid_12ep=value, dataset=dataset)
+    table = pa.concat_tables([table, pa.Table.from_pylist([extra], schema=table.schema)])
+    path = tmp_path / "bench.csv"
+    pacsv.write_csv(table, path)
+    return path, extra["arch"], original
+
+
+def _search_cfg(data_dir: Path, tmp_path: Path, bench: Path, *extra: str) -> dict:
+    from gradsign.pipeline.search_runner import config as search_config
+
+    return search_config.resolve("configs/search-nb201-smoke.yaml", [
+        f"benchmark.search.path={bench}", f"benchmark.final.path={data_dir}/nb201_accuracy.csv",
+        "progress=false", f"output={tmp_path / 'out'}", *extra])
+
+
+def test_a_repeated_benchmark_row_is_averaged_not_overwritten(data_dir, tmp_path):
+    from gradsign.pipeline.search_runner.runner import load_benchmark
+
+    bench, arch, original = _benchmark_with_duplicate(data_dir, tmp_path, "cifar10", 10.0)
+    valid = load_benchmark(_search_cfg(data_dir, tmp_path, bench), NB201).valid
+    assert valid[NB201.arch_id(arch)] == pytest.approx((original + 10.0) / 2)
+
+
+def test_benchmark_rows_of_another_dataset_are_refused_unless_selected(data_dir, tmp_path):
+    from gradsign.pipeline.search_runner.runner import ScoreTableError, load_benchmark
+
+    bench, arch, original = _benchmark_with_duplicate(data_dir, tmp_path, "cifar100", 10.0)
+    with pytest.raises(ScoreTableError, match=r"different meanings.*dataset.*benchmark\.search\.where"):
+        load_benchmark(_search_cfg(data_dir, tmp_path, bench), NB201)
+    cfg = _search_cfg(data_dir, tmp_path, bench, "benchmark.search.where={dataset: cifar10}")
+    assert load_benchmark(cfg, NB201).valid[NB201.arch_id(arch)] == original

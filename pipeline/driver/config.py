@@ -12,7 +12,7 @@ from typing import Any, Iterable
 
 import yaml
 
-from ..common.layered import ConfigError, check_number, layered, merge
+from ..common.layered import ConfigError, check_number, check_where, layered, merge
 
 DEFAULT_DATA_DIR = "../shared/data"
 
@@ -108,16 +108,6 @@ def validate(cfg: dict) -> dict:
     if cfg["output"] is None:
         cfg["output"] = str(Path("runs") / str(cfg["name"]))
     return cfg
-
-
-def check_where(where, key: str) -> None:
-    """``where`` is null or a mapping of column name -> one scalar value (a row selection)."""
-    if where is None:
-        return
-    if not isinstance(where, dict) or not where or not all(
-            isinstance(k, str) and isinstance(v, (str, int, float, bool)) for k, v in where.items()):
-        raise ConfigError(f"config key {key!r} must map column names to one value each "
-                          f"(e.g. {{dataset: cifar10}}), got {where!r}")
 
 
 def resolve(path: str | Path | None = None, overrides: Iterable[str] = (),
