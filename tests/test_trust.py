@@ -250,3 +250,58 @@ def test_benchmark_rows_of_another_dataset_are_refused_unless_selected(data_dir,
         load_benchmark(_search_cfg(data_dir, tmp_path, bench), NB201)
     cfg = _search_cfg(data_dir, tmp_path, bench, "benchmark.search.where={dataset: cifar10}")
     assert load_benchmark(cfg, NB201).valid[NB201.arch_id(arch)] == original
+
+
+# -- 7. a full disk: one line naming the folder and the cause, its own exit status, resumable --------------
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 2 MiB tmpfs (root only: skipped elsewhere)."""
+    import os
+    import subprocess
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+@pytest.mark.ray
+def test_a_full_disk_ends_the_run_with_one_line_and_exit_4_and_resumes(small_disk, tmp_path, data_dir, capsys):
+    import pyarrow.parquet as pq
+
+    from conftest import small_overrides
+    from gradsign.pipeline import cli
+
+    filler = small_disk / "filler.bin"
+    sets = small_overrides(tmp_path, data_dir, *PLUGIN, "proxies=[fills_disk]",
+                           f"proxy_options={{fills_disk: {{path: {filler}, at_call: 9}}}}",
+                           "ray.num_actors=1", "ray.in_flight_per_actor=1", f"output={small_disk / 'run'}")
+    argv = ["score", "configs/nb201-cifar10.yaml"] + [a for s in sets for a in ("--set", s)]
+    capsys.readouterr()
+    assert cli.main(argv) == cli.EXIT_DISK  # the actor filled the disk while scoring the third shard
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0], err
+    assert str(small_disk / "run") in err[0] and "No space left on device (ENOSPC)" in err[0]
+    run_dir = small_disk / "run"
+    committed = sorted(p.name for p in (run_dir / "scores").glob("part-*.parquet"))
+    assert committed == ["part-00000.parquet", "part-00001.parquet"]
+    assert not list(run_dir.rglob(".*.tmp"))  # no half-written file left behind
+    filler.unlink()  # space again: the same command resumes
+    assert cli.main(argv) == cli.EXIT_OK  # 4 archs to score: the proxy's ninth call never comes
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["shards_resumed"] == 2 and summary["archs_this_run"] == 4 and summary["score_files_rejected"] == 0
+    assert pq.read_table(run_dir / "scores").num_rows == 12
+    # a read-only filesystem: `gradsign report` (which rewrites summary and report) says so in one line too
+    import subprocess
+
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    capsys.readouterr()
+    assert cli.main(["report", str(run_dir)]) == cli.EXIT_DISK
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Read-only file system (EROFS)" in err[0] and str(run_dir) in err[0], err
