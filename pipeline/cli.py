@@ -7,15 +7,41 @@ Exit status: 0 all requested archs scored; 3 the run finished but some archs fai
 looks complete; 1 anything unexpected (or no scorer actor could start: one message naming the cause);
 130 / 143 stopped by SIGINT (Ctrl-C) / SIGTERM (``score`` and ``search``): one line saying what was
 committed, no traceback, and a run folder the same command resumes (``pipeline/common/interrupt.py``).
+4 the run folder's filesystem refused a write (full: ENOSPC, over quota: EDQUOT, read-only: EROFS) - one
+line naming the folder and the cause; what was committed stays, and the same command resumes.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from pathlib import Path
 
 EXIT_OK, EXIT_CRASH, EXIT_BAD_INPUT, EXIT_FAILED_ARCHS = 0, 1, 2, 3
+EXIT_DISK = 4  # the run folder's filesystem is full, over quota or read-only
+DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+
+
+def disk_error(exc: BaseException) -> OSError | None:
+    """The full-disk / over-quota / read-only error in ``exc`` or its causes, else None."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def disk_message(run_dir, exc: OSError) -> str:
+    """One line: the run folder, the cause (and the file when known), and what to do."""
+    import os
+
+    where = f" writing {exc.filename}" if exc.filename else ""
+    return (f"gradsign: error: run folder {run_dir}: {os.strerror(exc.errno)} ({errno.errorcode[exc.errno]}){where}; "
+            "the committed scores are intact: free space (or make the folder writable) and rerun the same "
+            "command to resume")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -133,9 +159,11 @@ def _main(args: argparse.Namespace) -> int:
         if args.plot:
             print(f"heatmap: {args.plot}")
         return EXIT_OK
+    run_dir = getattr(args, "run_dir", None)
     try:
         if args.command == "score":
             cfg = config_mod.resolve(args.config, args.overrides)
+            run_dir = cfg["output"]
             result = run(cfg)
             summary, run_dir = result.summary, result.run_dir
         else:
@@ -147,6 +175,12 @@ def _main(args: argparse.Namespace) -> int:
     except ActorStartError as exc:  # no actor could start: nothing lost, the committed shards stay
         print(f"gradsign: error: {exc}", file=sys.stderr)
         return EXIT_CRASH
+    except OSError as exc:  # a full disk is the user's to fix, not a crash: one line, its own status
+        cause = disk_error(exc)
+        if cause is None:
+            raise
+        print(disk_message(run_dir, cause), file=sys.stderr)
+        return EXIT_DISK
     _print_summary(summary, run_dir)
     if summary["archs"]["failed"] or summary["archs"]["missing"]:
         first = summary.get("first_errors") or []

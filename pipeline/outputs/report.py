@@ -109,6 +109,7 @@ def write_outputs(run_dir: Path, cfg: dict, reducer: Reducer, facts: dict) -> di
         "proxies": correlations,
         "ground_truth": None if reducer.ground_truth is None else {
             "path": cfg["ground_truth"]["path"], "column": cfg["ground_truth"]["column"],
+            "where": cfg["ground_truth"].get("where"),
             "matched": int(np.isfinite(cols.truth).sum()), "missing": int((~np.isfinite(cols.truth)).sum()),
             # the join: rows sharing a key (e.g. NB101 specs that prune to one graph) are averaged
             "table_rows": reducer.ground_truth.rows, "table_keys": len(reducer.ground_truth.values),

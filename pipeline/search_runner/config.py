@@ -16,7 +16,7 @@ import yaml
 
 from gradsign.search.run import ALGORITHMS, DEFAULT_PARAMS
 
-from gradsign.pipeline.common.layered import ConfigError, check_number, layered, merge
+from gradsign.pipeline.common.layered import ConfigError, check_number, check_where, layered, merge
 
 _DATA = "${GRADSIGN_DATA:-../shared/data}"
 
@@ -33,10 +33,10 @@ DEFAULTS: dict[str, Any] = {
     **{name: copy.deepcopy(params) for name, params in DEFAULT_PARAMS.items() if params},
     "benchmark": {
         "search": {"path": f"{_DATA}/nb201_cifar10_hp12.csv", "valid": "cifar10_valid_12ep",
-                   "cost": "train_seconds_12ep"},
+                   "cost": "train_seconds_12ep", "where": None},
         "final": {"path": f"{_DATA}/nb201_accuracy.csv",
                   "columns": {"cifar10": "cifar10_test", "cifar100": "cifar100_test",
-                              "imagenet16-120": "imagenet16_120_test"}},
+                              "imagenet16-120": "imagenet16_120_test"}, "where": None},
     },
     "budget_seconds": 12000,
     "runs": 500,
@@ -138,6 +138,8 @@ def validate(cfg: dict) -> dict:
     columns = bench["final"]["columns"]
     if not columns or not all(isinstance(k, str) and isinstance(v, str) for k, v in columns.items()):
         raise ConfigError(f"config key 'benchmark.final.columns' must map dataset names to columns, got {columns!r}")
+    for part in ("search", "final"):  # a row selection: rows of one arch that differ in a label are refused
+        check_where(bench[part]["where"], f"benchmark.{part}.where")
     check_number(cfg, "ray.num_workers", 0, integer=True)
     check_number(cfg, "ray.runs_per_task", 1, integer=True)
     check_number(cfg, "ray.object_store_mb", 64, integer=True)

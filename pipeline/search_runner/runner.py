@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 from gradsign import search
 from gradsign import spaces
 from gradsign.search.published import GRADSIGN_GAIN, OPTIMUM, PUBLISHED, PUBLISHED_BUDGET, ROBOT
-from gradsign.spaces.ground_truth import GroundTruthError, read_table
+from gradsign.spaces.ground_truth import GroundTruthError, check_one_meaning, read_table, select_rows
 
 from gradsign.pipeline.search_runner import config as search_config
 from gradsign.pipeline.driver.config import ConfigError
@@ -89,9 +89,26 @@ def _column(table: pa.Table, name: str, where: str) -> np.ndarray:
 
 
 def _spread(ids: np.ndarray, values: np.ndarray, size: int) -> np.ndarray:
+    """Values by arch_id; several rows of one arch (repeats of one measurement: ``_one_meaning`` refuses
+    the others) give the mean of their finite values, never the last row's."""
+    finite = np.isfinite(values)
+    sums = np.bincount(ids[finite], weights=values[finite], minlength=size)
+    counts = np.bincount(ids[finite], minlength=size)
     out = np.full(size, np.nan)
-    out[ids] = values
+    out[counts > 0] = sums[counts > 0] / counts[counts > 0]
     return out
+
+
+def _one_meaning(table: pa.Table, part: dict, space, where: str, key: str) -> tuple[pa.Table, np.ndarray]:
+    """The rows ``part["where"]`` selects and their arch_ids; rows of one arch that differ in a label
+    column (e.g. ``dataset``) are refused, as in ground-truth tables (``spaces/ground_truth.py``)."""
+    try:
+        table = select_rows(table, part.get("where"), where)
+        ids = _ids(table, space, where)
+        check_one_meaning(table, ids.tolist(), "", space, where, describe=lambda i: repr(space.arch(i)))
+    except GroundTruthError as exc:
+        raise ScoreTableError(f"{exc} (config key {key})") from None
+    return table, ids
 
 
 def _read(path: str | Path, what: str) -> pa.Table:
@@ -105,16 +122,16 @@ def load_benchmark(cfg: dict, space) -> search.Benchmark:
     """The simulated-training tables, joined on the canonical arch string."""
     s, f = cfg["benchmark"]["search"], cfg["benchmark"]["final"]
     where = f"benchmark table {s['path']}"
-    table = _read(s["path"], "benchmark table")
-    ids = _ids(table, space, where)
+    table, ids = _one_meaning(_read(s["path"], "benchmark table"), s, space, where,
+                             "benchmark.search.where")
     n = len(space)
     valid = _spread(ids, _column(table, s["valid"], where), n)
     cost = np.zeros(n)
     for name in search_config.cost_columns(s["cost"]):  # a query costs the sum of these columns
         cost = cost + _spread(ids, _column(table, name, where), n)
     where = f"final-accuracy table {f['path']}"
-    table = _read(f["path"], "final-accuracy table")
-    ids = _ids(table, space, where)
+    table, ids = _one_meaning(_read(f["path"], "final-accuracy table"), f, space, where,
+                             "benchmark.final.where")
     final = {name: _spread(ids, _column(table, col, where), n) for name, col in f["columns"].items()}
     try:
         return search.Benchmark(valid, cost, final)
