@@ -188,7 +188,7 @@ class Verified:
     sha256: str | None = None
 
 
-def _recorded_digest(path: Path) -> tuple[str | None, str | None]:
+def recorded_digest(path: Path) -> tuple[str | None, str | None]:
     """(hex digest, problem) from a digest file; (None, None) when there is none."""
     if not path.is_file():
         return None, None
@@ -209,7 +209,7 @@ def verify_scores(run_dir: Path, index: int, shard: pa.Table, schema: pa.Schema,
         raise PermissionError(f"cannot read {path}: permission denied (run folder of another user?)")
     data = path.read_bytes()
     actual = hashlib.sha256(data).hexdigest()
-    recorded, problem = _recorded_digest(digest_path(run_dir, index))
+    recorded, problem = recorded_digest(digest_path(run_dir, index))
     if recorded is not None and recorded != actual:
         problem = (f"its bytes do not match the sha256 recorded when it was committed "
                    f"({recorded[:12]}... recorded, {actual[:12]}... now)")
