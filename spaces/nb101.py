@@ -142,6 +142,35 @@ class NB101Space(Space):
             return self.canonical(record["arch"])
         return self.canonical(as_spec(dict(record)))
 
+    def distance_features(self, arch_ids) -> np.ndarray:
+        """A stand-in for a graph edit distance (``spaces/distance.py``): the representative spec laid out on
+        7 vertex slots (input in slot 0, the interior vertices in slots 1.., the output in slot 6), coded as
+        its 21 upper-triangular adjacency bits followed by the op of each of the 5 interior slots (0..2, or
+        3 for an empty slot); the distance is the number of those 26 codes that differ. Equal graphs have
+        equal representatives, so the distance is 0 exactly for the same graph; it is not minimised over
+        vertex relabellings, so two isomorphic-looking edits can count differently (an upper bound on the
+        graph edit distance of the laid-out specs, not the true minimum)."""
+        ids = np.asarray(arch_ids, np.int64)
+        out = np.zeros((ids.size, 26), np.int8)
+        for row, arch_id in enumerate(ids.tolist()):
+            spec = self.spec_by_id(arch_id)
+            v = spec.num_vertices
+            slot = [*range(v - 1), 6]  # vertex -> slot
+            adjacency = np.zeros((7, 7), np.int8)
+            m = np.asarray(spec.matrix, np.int8)
+            adjacency[np.ix_(slot, slot)] = m
+            out[row, :21] = adjacency[np.triu_indices(7, 1)]
+            ops = np.full(5, len(OPS), np.int8)
+            ops[: v - 2] = [OPS.index(op) for op in spec.ops[1:-1]]
+            out[row, 21:] = ops
+        return out
+
+    def distance(self, a, b) -> int:
+        """The stand-in distance of ``distance_features`` between two archs (any spelling)."""
+        from .distance import distance
+
+        return distance(self, a, b)
+
     def build(self, arch, num_classes: int) -> nn.Module:
         """The network at initialisation, drawn from the current torch RNG state."""
         if int(num_classes) < 1:
