@@ -143,26 +143,11 @@ class NB101Space(Space):
         return self.canonical(as_spec(dict(record)))
 
     def distance_features(self, arch_ids) -> np.ndarray:
-        """A stand-in for a graph edit distance (``spaces/distance.py``): the representative spec laid out on
-        7 vertex slots (input in slot 0, the interior vertices in slots 1.., the output in slot 6), coded as
-        its 21 upper-triangular adjacency bits followed by the op of each of the 5 interior slots (0..2, or
-        3 for an empty slot); the distance is the number of those 26 codes that differ. Equal graphs have
-        equal representatives, so the distance is 0 exactly for the same graph; it is not minimised over
-        vertex relabellings, so two isomorphic-looking edits can count differently (an upper bound on the
-        graph edit distance of the laid-out specs, not the true minimum)."""
+        """The distance codes (``spaces/distance.py``) of each arch's representative spec: ``distance_codes``."""
         ids = np.asarray(arch_ids, np.int64)
-        out = np.zeros((ids.size, 26), np.int8)
+        out = np.zeros((ids.size, DISTANCE_CODES), np.int8)
         for row, arch_id in enumerate(ids.tolist()):
-            spec = self.spec_by_id(arch_id)
-            v = spec.num_vertices
-            slot = [*range(v - 1), 6]  # vertex -> slot
-            adjacency = np.zeros((7, 7), np.int8)
-            m = np.asarray(spec.matrix, np.int8)
-            adjacency[np.ix_(slot, slot)] = m
-            out[row, :21] = adjacency[np.triu_indices(7, 1)]
-            ops = np.full(5, len(OPS), np.int8)
-            ops[: v - 2] = [OPS.index(op) for op in spec.ops[1:-1]]
-            out[row, 21:] = ops
+            out[row] = distance_codes(self.spec_by_id(arch_id))
         return out
 
     def distance(self, a, b) -> int:
@@ -179,6 +164,26 @@ class NB101Space(Space):
 
     def sample_ids(self, size: int, seed: int) -> Sequence[int]:
         return super().sample_ids(size, seed)
+
+
+DISTANCE_CODES = 26  # 21 adjacency bits of 7 slots + 5 interior ops
+
+
+def distance_codes(spec: Spec) -> np.ndarray:
+    """NB101's distance (a documented stand-in for a graph edit distance): the spec laid out on 7 vertex
+    slots (input in slot 0, the interior vertices in slots 1.. in the spec's order, the output in slot 6),
+    coded as its 21 upper-triangular adjacency bits followed by the op of each of the 5 interior slots
+    (``OPS`` index, or 3 for an empty slot); two archs' distance is the number of these 26 codes that differ.
+    Given representative specs (one per graph), the distance is 0 exactly for the same graph. It is not
+    minimised over vertex relabellings: it counts edge flips and op changes of the laid-out specs, an
+    upper bound on their graph edit distance, not the true minimum."""
+    v = spec.num_vertices
+    slot = [*range(v - 1), 6]  # vertex -> slot
+    adjacency = np.zeros((7, 7), np.int8)
+    adjacency[np.ix_(slot, slot)] = np.asarray(spec.matrix, np.int8)
+    ops = np.full(5, len(OPS), np.int8)
+    ops[: v - 2] = [OPS.index(op) for op in spec.ops[1:-1]]
+    return np.concatenate([adjacency[np.triu_indices(7, 1)], ops])
 
 
 def trainable_parameters(net: nn.Module) -> int:
