@@ -155,7 +155,7 @@ def test_topk_keys_are_not_score_keys():
 def test_real_runs_give_one_list_for_any_actor_count_and_report_recomputes_it(tmp_path, data_dir, ray_cluster, capsys):
     from gradsign.pipeline.driver.run import run
 
-    keys = dict(proxies="[gradsign,params]", topk_by="[gradsign,params]", topk_min_distance=2, topk=6)
+    keys = dict(proxies="[gradsign,params]", topk_by="[gradsign,params]", topk_min_distance=2, topk=5, sample__size=8)
     one = run(small_config(tmp_path / "a", data_dir, ray__num_actors=1, shard_size=5, **keys))
     two = run(small_config(tmp_path / "b", data_dir, ray__num_actors=2, shard_size=3, **keys))
     first = (one.run_dir / "topk.jsonl").read_text()
