@@ -42,7 +42,9 @@ def collect(root: Path, plain: list[str], variants: list[str]) -> dict[tuple[str
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", default="results/search")
-    parser.add_argument("--plain", nargs="*", default=["gradsign:results/search/gradsign-warm"])
+    # the plain GradSign top 10; the plain GradSign + params top 10 is the same ten cells
+    parser.add_argument("--plain", nargs="*", default=["gradsign:results/search/gradsign-warm",
+                                                        "gradsign-params:results/search/gradsign-warm"])
     parser.add_argument("--cold", default="results/search/gradsign", help="folder with the cold rows")
     parser.add_argument("--variants", nargs="+", default=["REA", "G-REA"])
     parser.add_argument("--output", default="results/search/warm-distance.png")
