@@ -1,6 +1,7 @@
 """``gradsign score CONFIG [--set key=value ...]``, ``gradsign report RUN_DIR``, ``gradsign compare RUN_DIR...``,
 ``gradsign truth nb201 FILE.pth [-o TABLE.parquet]``,
-``gradsign search CONFIG [--set key=value ...]``.
+``gradsign search CONFIG [--set key=value ...]``, ``gradsign candidates SOURCE... -o LIST``,
+``gradsign report RUN_DIR --topk-distance D`` (the top-k alone, recomputed).
 
 Exit status: 0 all requested archs scored; 3 the run finished but some archs failed (see summary.json);
 2 bad input (config, data, arch list, ground truth, run folder) - one message, nothing written that
@@ -53,6 +54,25 @@ def _parser() -> argparse.ArgumentParser:
                        help="override a config key, e.g. --set sample.size=300 (repeatable)")
     report = sub.add_parser("report", help="recompute summary, top-k, report and plots from stored scores")
     report.add_argument("run_dir")
+    report.add_argument("--topk-distance", type=int, metavar="D",
+                        help="only recompute the top-k, diverse at distance D, into RUN_DIR/topk-dD.jsonl/.parquet "
+                        "(or --output); the run's own files stay as they are")
+    report.add_argument("--topk-by", nargs="+", metavar="PROXY", help="with the top-k only: rank by these proxies "
+                        "(several: their rank average)")
+    report.add_argument("--topk", type=int, metavar="K", help="with the top-k only: list K archs")
+    report.add_argument("--output", "-o", help="with the top-k only: the list file to write (.jsonl or .parquet)")
+    cand = sub.add_parser("candidates", help="a candidate list (diverse, ensemble-ranked) from a run folder or score "
+                          "tables, without rescoring")
+    cand.add_argument("sources", nargs="+", help="a run folder, or score tables (Parquet/CSV: arch or arch_id + "
+                      "proxy columns); each proxy is read from the first source that has it")
+    cand.add_argument("--by", nargs="+", metavar="PROXY", help="the proxy to rank by; several: their rank average")
+    cand.add_argument("--count", type=int, default=50, help="archs to list (default 50)")
+    cand.add_argument("--min-distance", type=int, metavar="D", help="diverse: each listed arch at least D from "
+                      "every earlier one (the space's distance)")
+    cand.add_argument("--space", help="the space of score tables (default: the run folder's)")
+    cand.add_argument("--output", "-o", required=True, help="the list to write (.jsonl or .parquet)")
+    cand.add_argument("--scores-out", help="also write the joined score table with the ranking column (for "
+                      "`gradsign search --set scores=... --set proxy=p1+p2`)")
     compare = sub.add_parser("compare", help="proxy x dataset correlation table across run folders or score tables")
     compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR|[DATASET=]TABLE",
                          help="run folders, or whole-space score tables (.parquet/.csv, e.g. results/nb201/*.parquet)")
@@ -134,6 +154,16 @@ def _main(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"gradsign: error: {exc}", file=sys.stderr)
             return EXIT_BAD_INPUT
+    if args.command == "candidates":
+        from gradsign.pipeline.outputs.candidates import main_candidates
+
+        return main_candidates(args.sources, args.space, args.by, args.count, args.min_distance, args.output,
+                               args.scores_out)
+    if args.command == "report" and any(v is not None for v in (args.topk_distance, args.topk_by, args.topk,
+                                                                 args.output)):
+        from gradsign.pipeline.outputs.candidates import main_report_topk
+
+        return main_report_topk(args.run_dir, args.topk, args.topk_by, args.topk_distance, args.output)
     if args.command == "search":
         from gradsign.pipeline.search_runner.runner import main_search
 

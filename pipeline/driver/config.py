@@ -45,7 +45,8 @@ DEFAULTS: dict[str, Any] = {
     },
     "shard_size": 25,
     "topk": 50,
-    "topk_by": None,
+    "topk_by": None,  # a proxy, or a list of proxies (their rank average); default: the first proxy
+    "topk_min_distance": None,  # null, or d: a diverse top-k (pipeline/outputs/ranking.py); not a score key
     "seed": 0,
     "precision": "fp32",
     "retry_failed": True,
@@ -69,6 +70,11 @@ def validate(cfg: dict) -> dict:
     for key in ("data.seed", "sample.seed", "seed", "topk", "ray.max_restarts"):
         check_number(cfg, key, 0 if key != "ray.max_restarts" else -1, integer=True)
     check_number(cfg, "sample.size", 1, integer=True, optional=True)
+    check_number(cfg, "topk_min_distance", 0, integer=True, optional=True)
+    by = cfg["topk_by"]
+    if by is not None and not (isinstance(by, str) and by) and not (
+            isinstance(by, list) and by and all(isinstance(p, str) and p for p in by) and len(set(by)) == len(by)):
+        raise ConfigError(f"config key 'topk_by' must be null, a proxy name or a list of distinct proxy names, got {by!r}")
     for key in ("num_cpus_per_actor", "num_gpus_per_actor"):
         value = cfg["ray"][key]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:

@@ -33,6 +33,7 @@ from gradsign.pipeline.driver.data import dataset_info, load_batch
 from gradsign.pipeline.common import interrupt
 from gradsign.pipeline.common.lock import hold_run_folder
 from gradsign.pipeline.driver.progress import Progress
+from gradsign.pipeline.outputs.candidates import check_topk
 from gradsign.pipeline.outputs.reducer import Reducer
 from gradsign.pipeline.outputs.report import write_outputs
 from gradsign.pipeline.common.atomic import write_atomic, write_atomic_with_digest, write_text_atomic
@@ -87,8 +88,7 @@ def prepare(cfg: dict) -> tuple[dict, Path, list[int] | None]:
     arch_ids = None
     if cfg["sample"]["archs"] is not None:  # a malformed line fails here, before any file is made
         arch_ids = read_arch_list(cfg["sample"]["archs"], space)
-    if cfg["topk_by"] is not None and cfg["topk_by"] not in cfg["proxies"]:
-        raise config_mod.ConfigError(f"topk_by {cfg['topk_by']!r} is not one of proxies {cfg['proxies']}")
+    check_topk(cfg, space)
     return cfg, Path(cfg["output"]), arch_ids
 
 
@@ -188,7 +188,7 @@ def run(cfg: dict) -> RunResult:
         (run_dir / "scores").mkdir(exist_ok=True)
         remove_temporaries(run_dir)  # half-written files of a run that was killed
         schema = score_schema(cfg["proxies"], spaces.key_column(space))
-        reducer = Reducer(cfg["proxies"], space, truth, cfg["topk"], cfg["topk_by"])
+        reducer = Reducer(cfg["proxies"], space, truth, cfg["topk"], cfg["topk_by"], cfg["topk_min_distance"])
 
         # Stream the shards: write each input shard; keep only the jobs still to score (input rows are read
         # again from disk when a job goes out, so the driver's memory stays flat however large the space).
@@ -330,7 +330,7 @@ def recompute(run_dir: Path) -> dict:
         truth = gt_loader.load(cfg["ground_truth"]["path"], cfg["ground_truth"]["column"], space,
                                cfg["ground_truth"]["where"])
     schema = score_schema(cfg["proxies"], spaces.key_column(space))
-    reducer = Reducer(cfg["proxies"], space, truth, cfg["topk"], cfg["topk_by"])
+    reducer = Reducer(cfg["proxies"], space, truth, cfg["topk"], cfg["topk_by"], cfg["topk_min_distance"])
     requested = 0
     bad: list[str] = []
     for index, shard in iter_shards(cfg, space):

@@ -130,6 +130,18 @@ def write_outputs(run_dir: Path, cfg: dict, reducer: Reducer, facts: dict) -> di
     return summary
 
 
+def _topk_rule(cfg: dict) -> str:
+    """One sentence on how a non-default top-k was made (``ranking.py``)."""
+    by = cfg.get("topk_by")
+    text = (f"Ranked by the rank average of {', '.join(by)} (column `{'+'.join(by)}`)" if isinstance(by, list)
+            else f"Ranked by {by or 'the first proxy'}")
+    d = cfg.get("topk_min_distance")
+    if d is not None:
+        text += (f"; diverse: each listed arch at least {d} from every earlier one (`distance`: to the nearest "
+                 "earlier row)")
+    return text + "."
+
+
 def render_markdown(summary: dict, top: pa.Table, cfg: dict) -> str:
     archs = summary["archs"]
     lines = [
@@ -171,6 +183,8 @@ def render_markdown(summary: dict, top: pa.Table, cfg: dict) -> str:
         lines += ["", f"![{plot}]({plot})"]
     if top.num_rows:
         lines += ["", f"## Top {min(10, top.num_rows)} of {top.num_rows} candidates (`topk.parquet`)", ""]
+        if isinstance(cfg.get("topk_by"), list) or cfg.get("topk_min_distance") is not None:
+            lines += [_topk_rule(cfg), ""]
         cols = [c for c in top.column_names]
         lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         for row in top.slice(0, 10).to_pylist():
