@@ -50,8 +50,9 @@ class NodeKiller(threading.Thread):
         super().__init__(daemon=True)
         self.cluster, self.worker, self.scores = cluster, worker, scores
         self.commits: list[float] = []  # monotonic time each shard's score file was first seen
-        self.death = self.rejoined = self.rejoined_by = None
-        self.error: str | None = None
+        self.death = self.death_wall = self.rejoined = self.rejoined_by = None
+        self.error: str | None = None  # the removal failed
+        self.rejoin_error: str | None = None  # the new node could not start (e.g. a machine overloaded)
 
     def _poll(self) -> None:
         count = len(list(self.scores.glob("part-*.parquet"))) if self.scores.is_dir() else 0
@@ -65,7 +66,7 @@ class NodeKiller(threading.Thread):
                 self._poll()
                 time.sleep(0.02)
             self.cluster.remove_node(self.worker, allow_graceful=False)
-            self.death = time.monotonic()
+            self.death, self.death_wall = time.monotonic(), time.time()
             seen = len(self.commits)
             while len(self.commits) < seen + REJOIN_AFTER and time.monotonic() - self.death < REJOIN_DEADLINE_S:
                 self._poll()
@@ -74,8 +75,11 @@ class NodeKiller(threading.Thread):
             # ended by cluster.shutdown() in main()'s finally (and by the test, by process id, if killed)
             self.rejoined_by = "commits" if len(self.commits) >= seen + REJOIN_AFTER else "deadline"
             self.cluster._shutdown_at_exit = False
-            self.cluster.add_node(**NODE)
-            self.rejoined = time.monotonic()
+            try:
+                self.cluster.add_node(**NODE)
+                self.rejoined = time.monotonic()
+            except Exception as exc:
+                self.rejoin_error = repr(exc)
             while time.monotonic() - self.death < 600 and not (self.scores.parent / "summary.json").exists():
                 self._poll()
                 time.sleep(0.02)
@@ -110,16 +114,19 @@ def main(data_dir: Path, out_dir: Path, archs: int) -> dict:
         killer.join(timeout=60)
         clean = run(resolve("configs/nb201-cifar10.yaml", overrides(data_dir, out_dir / "clean", archs))).summary
         read = lambda name: pq.read_table(out_dir / name / "scores").sort_by("arch_id")  # noqa: E731
-        after = [t for t in killer.commits if killer.death is not None and t > killer.death]
-        gaps = [b - a for a, b in zip([killer.death, *after], after)] if after else []
+        # commit times: the score files' modification times (each is written, then renamed into place)
+        stamps = sorted(f.stat().st_mtime for f in (out_dir / "lossy" / "scores").glob("part-*.parquet"))
+        after = [t for t in stamps if killer.death_wall is not None and t > killer.death_wall]
+        gaps = [b - a for a, b in zip([killer.death_wall, *after], after)] if after else []
         return {
             "nodes": 2, "archs": archs, "cluster_up_s": round(up, 1), "wall_s": round(wall, 1),
             "killer_error": killer.error,
-            "death_to_next_commit_s": round(after[0] - killer.death, 2) if after else None,
+            "rejoin_error": killer.rejoin_error,
+            "death_to_next_commit_s": round(after[0] - killer.death_wall, 2) if after else None,
             "longest_gap_after_death_s": round(max(gaps), 2) if gaps else None,
             "rejoin_after_death_s": round(killer.rejoined - killer.death, 2) if killer.rejoined else None,
             "rejoined_by": killer.rejoined_by,
-            "commits_before_death": len(killer.commits) - len(after),
+            "commits_before_death": len(stamps) - len(after),
             "events": summary["dispatch_events"], "archs_summary": summary["archs"],
             "lossy": {k: read("lossy").column(k).to_pylist() for k in ("arch_id", "gradsign", "error")},
             "clean": {k: read("clean").column(k).to_pylist() for k in ("arch_id", "gradsign", "error")},

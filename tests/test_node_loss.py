@@ -38,7 +38,8 @@ class Harness:
         space = spaces.get(cfg["space"])
         batch = _load_batch(cfg)
         refs = ray.put(batch.images), ray.put(batch.labels)
-        self.make = lambda **options: _make_actor(cfg, *refs, 10) if not options else _options(cfg, refs, options)
+        self.refs = refs
+        self.make = lambda: _make_actor(cfg, *refs, 10)
         self.commits: dict[int, list] = {}
         self.times: list[float] = []
         self.on_commit = on_commit
@@ -80,12 +81,13 @@ def _options(cfg, refs, options):
                          proxy_options=cfg["proxy_options"], plugins=cfg["plugins"], precision=cfg["precision"])
 
 
-def test_a_replacement_waiting_for_room_holds_up_nothing_and_joins_when_room_comes_back(tmp_path, data_dir,
-                                                                                       ray_cluster):
-    """An actor is killed and its replacement cannot be placed (the cluster is full, as when a node is
-    gone): the other actor goes on committing meanwhile; once room comes back the replacement is placed,
-    probed and fed. (Before: the loop waited for the replacement's probe up to ``actor_start_timeout_s``,
-    nothing committed, and a slot whose replacement failed was never tried again.)"""
+def test_a_lost_actor_is_replaced_without_holding_up_the_others_and_retried_until_it_works(tmp_path, data_dir,
+                                                                                          ray_cluster):
+    """An actor is killed; its first replacement fails (its constructor raises), the next cannot be
+    placed (the cluster is full, as when a node is gone): the other actor goes on committing meanwhile;
+    once room comes back the replacement is placed, probed and fed. (Before: the loop waited for the
+    replacement's probe up to ``actor_start_timeout_s``, nothing committed meanwhile, and a slot whose
+    replacement failed was never tried again.)"""
     ray = ray_cluster
 
     @ray.remote(num_cpus=0.5)
@@ -98,7 +100,7 @@ def test_a_replacement_waiting_for_room_holds_up_nothing_and_joins_when_room_com
                        "ray.in_flight_per_actor=1", "ray.actor_start_timeout_s=600")
     first = Blocker.options(num_cpus=1).remote()
     ray.get(first.ready.remote(), timeout=120)
-    state = {"killed": None, "blocker": None, "released": None, "extra": 0}
+    state = {"killed": None, "blocker": None, "failed": None, "released": None, "extra": 0}
 
     def on_commit(h: Harness, index: int) -> None:
         d = h.dispatcher
@@ -110,25 +112,37 @@ def test_a_replacement_waiting_for_room_holds_up_nothing_and_joins_when_room_com
             state["killed"] = time.monotonic()
             state["blocker"] = Blocker.remote()
             ray.get(state["blocker"].ready.remote(), timeout=120)
-        elif state["released"] is None and len([t for t in h.times if t > state["killed"]]) >= 2:
-            ray.kill(state["blocker"], no_restart=True)  # room comes back after two more commits
+        elif state["failed"] is None and any("start failed" in e for e in d.events):
+            state["failed"] = time.monotonic()
+        elif state["released"] is None and state["failed"] and time.monotonic() - state["failed"] > 8:
+            ray.kill(state["blocker"], no_restart=True)  # room comes back once the next start waits for it
             state["released"] = time.monotonic()
         if len(d.slots) < 2 and state["extra"] < 60 and time.monotonic() - state["killed"] < 300:
             state["extra"] += 1  # keep work coming until the replacement works (or the cap)
             h.add(1000 + state["extra"], h.shards[state["extra"] % len(h.shards)][1])
 
-    h = Harness(cfg, ray, on_commit=on_commit)
+    made = []
+
+    def make_actor():  # the third actor (the first replacement) fails in its constructor (it needs no room)
+        made.append(1)
+        broken = {**cfg, "plugins": ["no_such_plugin"], "ray": {**cfg["ray"], "num_cpus_per_actor": 0}}
+        return h.make() if len(made) != 3 else _options(broken, h.refs, {})
+
+    h = Harness(cfg, ray, make_actor=make_actor, on_commit=on_commit)
     try:
         h.dispatcher.run()
     finally:
-        ray.kill(first)
+        for blocker in (first, state["blocker"]):
+            if blocker is not None:
+                ray.kill(blocker)
     after = [t for t in h.times if t > state["killed"]]
     print(f"kill -> next commit {after[0] - state['killed']:.1f} s; commits before room came back: "
           f"{len([t for t in after if t < state['released']])}; events {h.dispatcher.events}")
     assert state["released"] is not None, "no commit while the replacement waited: dispatch stalled"
     assert len(h.dispatcher.slots) == 2, "the lost actor's capacity was never restored"
     assert any(e.startswith("actor started") and "(2 of 2 working)" in e for e in h.dispatcher.events)
-    assert not any("start failed" in e for e in h.dispatcher.events)
+    failed = [e for e in h.dispatcher.events if "start failed" in e]
+    assert len(failed) == 1 and "no_such_plugin" in failed[0]
     assert h.scored_once() and set(h.commits) >= {i for i, _ in h.shards}
 
 

@@ -19,8 +19,15 @@ Rules (the invariants the tests hold):
 - a time-out: a running task is stopped (its actor killed) past ``max(min_s, factor x rows x p99 seconds
   per arch measured so far)``, or ``initial_s`` before any measurement;
 - every actor, first or replacement, answers a probe before it gets work; the probe runs in its own
-  concurrency group, so it never waits behind the actor's queued shards. When no actor can start
-  (unschedulable, its constructor raises), the run stops at once with ``ActorStartError`` naming the cause.
+  concurrency group, so it never waits behind the actor's queued shards;
+- nothing waits on one actor (``Dispatcher``): a start is a probe in flight; while a replacement waits
+  for room (its node lost, the cluster full) the other actors keep working, and it is fed once a node
+  with room joins; a failed start (constructor raised, no answer within ``actor_start_timeout_s``) is
+  tried again after a back-off, so lost capacity comes back with the nodes. When a start fails while no
+  actor works and none is starting (none could start, or the last one is lost and its replacement failed),
+  the run stops with ``ActorStartError`` naming the cause;
+- every result that is ready is handled before any time limit is judged, and an actor lost under a call
+  (killed, its node lost or unreachable) is charged as a death (``ActorDiedError``), never a time-out.
 """
 
 from __future__ import annotations
@@ -121,8 +128,9 @@ class Dispatcher:
     time limits. So a replacement that cannot be placed (its node is gone, the cluster is full) holds up
     nothing: the other actors keep working while Ray keeps it pending, and it is placed, probed and fed
     as soon as a node with room joins. A start that failed (its constructor raised, or no answer within
-    ``actor_start_timeout_s``) is tried again after a back-off while other actors work; the run stops
-    with ``ActorStartError`` only when no actor works and none is starting. Results that arrived while
+    ``actor_start_timeout_s``) is tried again after a back-off while other actors work; with none working
+    an actor is asked for at once, and the run stops with ``ActorStartError`` only when a start has failed
+    while no actor worked and none is starting. Results that arrived while
     the loop was busy are handled before any time limit is judged, and a head whose actor is dead (its
     node lost) is charged as a death (``ActorDiedError``), never as a time-out.
     """
@@ -154,7 +162,8 @@ class Dispatcher:
         self.devices: list[str] = []
         self.events: list[str] = []  # what went wrong and what was done, for the summary
         self._last_start_cause: str | None = None
-        self._ever_started = False
+        self._ever_started = False  # some actor has answered its start probe
+        self._idle_failure = False  # a start failed while no actor worked (since one last answered)
 
     # -- actors: started, checked, lost, restored; none of it waits ----------------------------------------
     def _starting(self) -> int:
@@ -168,7 +177,15 @@ class Dispatcher:
         self.asked += 1
 
     def _restore_capacity(self) -> None:
-        """Start actors for every missing one (lost, or whose start failed once the back-off is over)."""
+        """Start actors for every missing one (lost, or whose start failed once the back-off is over).
+        With no actor working and none starting, start at once; stop with ``ActorStartError`` instead
+        when a start has already failed while no actor worked."""
+        if not self.slots and not self._starting():
+            if self._idle_failure:
+                what = ("no scorer actor is left and none can start" if self._ever_started
+                        else "no scorer actor could start")
+                raise ActorStartError(f"{what}: {self._last_start_cause}")
+            self.retry_at = 0.0
         if time.monotonic() < self.retry_at:
             return
         for _ in range(self.target - len(self.slots) - self._starting()):
@@ -189,7 +206,7 @@ class Dispatcher:
         if probe.replacement:
             self.events.append(f"actor started on {device} after {time.monotonic() - probe.since:.1f} s "
                                f"({len(self.slots) + 1} of {self.target} working)")
-        self._ever_started = True
+        self._ever_started, self._idle_failure = True, False
         self.failed_starts, self.retry_at = 0, 0.0
         self.slots.append(Slot(probe.actor, device))
         self.devices.append(device)
@@ -198,6 +215,7 @@ class Dispatcher:
         """A start failed: kill it; try again after the back-off (unless no actor works: see run)."""
         self._kill(probe.actor)
         self._last_start_cause = cause
+        self._idle_failure = self._idle_failure or not self.slots
         self.failed_starts += 1
         wait = min(self.RETRY_MAX_S, self.RETRY_FIRST_S * 2 ** (self.failed_starts - 1))
         self.retry_at = time.monotonic() + wait
@@ -221,11 +239,6 @@ class Dispatcher:
         """Send ``slot``'s actor a probe; it is taken as lost if the probe fails or is not answered."""
         ref = slot.actor.device_name.options(concurrency_group=PROBE_GROUP).remote()
         self.probes[ref] = Probe(slot.actor, time.monotonic(), slot)
-
-    def _require_capacity(self) -> None:
-        if not self.slots and not self._starting():
-            what = "no scorer actor is left and none can start" if self._ever_started else "no scorer actor could start"
-            raise ActorStartError(f"{what}: {self._last_start_cause}")
 
     def _kill(self, actor) -> None:
         try:
@@ -392,7 +405,6 @@ class Dispatcher:
                 self._collect(timeout=1.0)
                 self._expire_probes()
                 self._check_time_limits()
-                self._require_capacity()
         finally:
             self._stop_starts()
         return self.devices
@@ -417,14 +429,14 @@ def failed_rows(shard: pa.Table, schema: pa.Schema, error: str) -> pa.Table:
 
 def _death_cause(exc: BaseException) -> str:
     """The cause charged for an actor lost under a call: always a death (``ActorDiedError``), never a
-    time-out; its node lost (the actor is unreachable, or Ray says its node died), or the actor killed."""
+    time-out; its node lost when Ray says so, else the actor killed (by its arch, or by a node that died
+    before Ray noticed: an actor that cannot be reached, ``ActorUnavailableError``, may be either)."""
     from ray.exceptions import ActorUnavailableError
 
-    text = str(exc).lower()
-    if isinstance(exc, ActorUnavailableError):  # the process cannot be reached: its node died or is cut off
-        return "ActorDiedError: its actor became unreachable (node lost?) (ActorUnavailableError)"
-    if "node" in text and ("died" in text or "dead" in text):
+    if "because its node has died" in str(exc):  # the GCS's words for an actor of a dead node
         return f"ActorDiedError: its node was lost ({type(exc).__name__})"
+    if isinstance(exc, ActorUnavailableError):
+        return f"ActorDiedError: scoring killed its actor, or its node was lost ({type(exc).__name__})"
     return f"ActorDiedError: scoring killed its actor ({type(exc).__name__})"
 
 
