@@ -130,9 +130,9 @@ class Dispatcher:
     as soon as a node with room joins. A start that failed (its constructor raised, or no answer within
     ``actor_start_timeout_s``) is tried again after a back-off while other actors work; with none working
     an actor is asked for at once, and the run stops with ``ActorStartError`` only when a start has failed
-    while no actor worked and none is starting. Results that arrived while
-    the loop was busy are handled before any time limit is judged, and a head whose actor is dead (its
-    node lost) is charged as a death (``ActorDiedError``), never as a time-out.
+    while no actor worked and none is starting. Results that arrived while the loop was busy are handled
+    before any time limit is judged, and a head whose actor is dead (its node lost) is charged as a death
+    (``ActorDiedError``), never as a time-out.
     """
 
     RETRY_FIRST_S = 5.0  # back-off after a failed start: doubles with each failure in a row, up to ...
@@ -212,7 +212,7 @@ class Dispatcher:
         self.devices.append(device)
 
     def _start_failed(self, probe: Probe, cause: str) -> None:
-        """A start failed: kill it; try again after the back-off (unless no actor works: see run)."""
+        """A start failed: kill it; try again after the back-off (see ``_restore_capacity``)."""
         self._kill(probe.actor)
         self._last_start_cause = cause
         self._idle_failure = self._idle_failure or not self.slots
