@@ -9,6 +9,7 @@ run.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -136,10 +137,11 @@ def test_a_lost_actor_is_replaced_without_holding_up_the_others_and_retried_unti
             if blocker is not None:
                 ray.kill(blocker)
     after = [t for t in h.times if t > state["killed"]]
+    released = state["released"] or math.inf
     print(f"kill -> next commit {after[0] - state['killed']:.1f} s; commits before room came back: "
-          f"{len([t for t in after if t < state['released']])}; events {h.dispatcher.events}")
-    assert state["released"] is not None, "no commit while the replacement waited: dispatch stalled"
+          f"{len([t for t in after if t < released])}; events {h.dispatcher.events}")
     assert len(h.dispatcher.slots) == 2, "the lost actor's capacity was never restored"
+    assert state["released"] is not None, "no commit while the next replacement waited for room"
     assert any(e.startswith("actor started") and "(2 of 2 working)" in e for e in h.dispatcher.events)
     failed = [e for e in h.dispatcher.events if "start failed" in e]
     assert len(failed) == 1 and "no_such_plugin" in failed[0]
