@@ -81,7 +81,7 @@ def test_a_space_without_a_distance_is_one_clear_error(tmp_path, data_dir):
     with pytest.raises(DistanceError, match="'toy' defines no distance"):
         ranking.diverse(toy, np.arange(3), 2, 1)
     cfg = small_config(tmp_path, data_dir, "space=toy", "plugins=[toy_space]", "ground_truth.path=null",
-                       "ground_truth.column=null", topk_min_distance=1)
+                       "ground_truth.column=null", "sample.size=6", topk_min_distance=1)
     from gradsign.pipeline.driver.run import prepare
 
     with pytest.raises(ConfigError, match="defines no distance"):
