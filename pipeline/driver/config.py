@@ -41,6 +41,9 @@ DEFAULTS: dict[str, Any] = {
         "shard_timeout": {"initial_s": 1800, "min_s": 120, "factor": 20},
     },
     "shard_size": 25,
+    # GradSign cells per batched pass (actors/cohort.py; NB201): size 1 = one cell per pass. Not part of a
+    # run's identity: scores do not depend on it. memory_mb: per chunk of a cohort's pass (null = 4096).
+    "cohort": {"size": 1, "memory_mb": None},
     "topk": 50,
     "topk_by": None,
     "seed": 0,
@@ -66,6 +69,8 @@ def validate(cfg: dict) -> dict:
     for key in ("data.seed", "sample.seed", "seed", "topk", "ray.max_restarts"):
         check_number(cfg, key, 0 if key != "ray.max_restarts" else -1, integer=True)
     check_number(cfg, "sample.size", 1, integer=True, optional=True)
+    check_number(cfg, "cohort.size", 1, integer=True)
+    check_number(cfg, "cohort.memory_mb", 1, integer=True, optional=True)
     for key in ("num_cpus_per_actor", "num_gpus_per_actor"):
         value = cfg["ray"][key]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
