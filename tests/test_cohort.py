@@ -38,9 +38,9 @@ def build(arch: str) -> torch.nn.Module:
 
 @pytest.fixture(scope="module")
 def batch(cifar10_batch):
-    """Four real images, their 16x16 centres (exactness does not depend on the resolution; tests stay fast)."""
+    """Three real images, their 16x16 centres (exactness does not depend on the resolution; tests stay fast)."""
     x, y = cifar10_batch
-    return x[:4, :, 8:24, 8:24].contiguous(), y[:4]
+    return x[:3, :, 8:24, 8:24].contiguous(), y[:3]
 
 
 @pytest.fixture(scope="module")
@@ -85,10 +85,10 @@ def test_cohort_equals_the_per_cell_engine_for_every_size_and_mix(size, batch, p
             assert (value == 0) == (arch in ZERO)
 
 
-def test_cohort_equals_the_loop(batch, per_cell):
-    x, y = batch
+def test_cohort_equals_the_loop(batch):
+    x, y = batch[0][:2], batch[1][:2]
     net = SPACE.build_cohort(MIX, 10, seeds=[arch_seed(SEED, a) for a in MIX])
-    got = cohort_scores(net, x, y, chunk_size=3)  # two chunks of samples: no difference but rounding
+    got = cohort_scores(net, x, y, chunk_size=1)  # two chunks of samples: no difference but rounding
     for arch, value in zip(MIX, got):
         _agree(value, oracle_gradsign(build(arch), x, y))
 
@@ -96,12 +96,11 @@ def test_cohort_equals_the_loop(batch, per_cell):
 def test_a_cohort_it_cannot_vouch_for_goes_cell_by_cell(batch):
     """Inputs so large that a gradient entry may overflow: the overflow bound fails, the cohort engine
     refuses (it does not mask per cell), and the scorer's per-cell path counts the non-finite entries."""
-    x, y = batch
-    huge = x * 1e36
+    x, y = batch[0][:2] * 1e36, batch[1][:2]
     with pytest.warns(RuntimeWarning, match="cannot vouch"):
-        assert score_cohort(SPACE, MIX[:3], [1, 2, 3], 10, huge, y) is None
+        assert score_cohort(SPACE, MIX[3:5], [1, 2], 10, x, y) is None
     with pytest.raises(CohortUnsupported):
-        cohort_scores(SPACE.build_cohort(MIX[:3], 10, seeds=[1, 2, 3]), huge, y)
+        cohort_scores(SPACE.build_cohort(MIX[3:5], 10, seeds=[1, 2]), x, y)
 
 
 class ShiftedSpace(NB201Space):
@@ -126,7 +125,7 @@ def _rows(archs):
 
 def test_scorer_values_do_not_depend_on_the_cohort_size(batch):
     x, y = batch
-    archs = MIX[3:] + ["|bad~0|+|none~0|none~1|+|none~0|none~1|none~2|"] + MIX[:2]
+    archs = MIX[4:] + ["|bad~0|+|none~0|none~1|+|none~0|none~1|none~2|"] + MIX[:1]
     common = dict(space="nb201", proxy_names=["gradsign", "params"], images=x.numpy(), labels=y.numpy(),
                   num_classes=10, seed=SEED, device="cpu")
     one = Scorer(**common).__call__(_rows(archs)).to_pydict()
@@ -135,8 +134,8 @@ def test_scorer_values_do_not_depend_on_the_cohort_size(batch):
         scorer = Scorer(**common, cohort=4)
         many = scorer(_rows(archs)).to_pydict()
     assert scorer.cohort_ready() and scorer.cohort_timing.cells == len(archs) - 1
-    assert many["error"] == one["error"] and "arch" in many["error"][len(MIX) - 3]
-    assert many["params"] == one["params"]
+    assert many["error"] == one["error"] and "arch" in many["error"][len(MIX) - 4]
+    assert np.array_equal(many["params"], one["params"], equal_nan=True)
     for a, b in zip(one["gradsign"], many["gradsign"]):
         if math.isnan(a):
             assert math.isnan(b)
@@ -151,7 +150,7 @@ def test_scorer_falls_back_per_cell_and_counts_nonfinite(batch):
     x, y = batch
     common = dict(space="nb201", proxy_names=["gradsign"], images=(x * 1e36).numpy(), labels=y.numpy(),
                   num_classes=10, seed=SEED, device="cpu")
-    archs = MIX[4:7]
+    archs = MIX[4:6]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         scorer = Scorer(**common, cohort=3)
