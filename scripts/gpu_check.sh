@@ -63,8 +63,8 @@ if [ -n "${GPU_CHECK_CPU:-}" ]; then   # the CPU rehearsal: same commands, tiny 
   SWEEP_MPS="--actors 2 --cpus-per-actor 1 --sample 16 --batch 8"
   SWEEP_MPS_WIDE="--actors 1 --cpus-per-actor 1 --sample 16 --batch 8"
   NB101="--device cpu --cells 1 --batch 8 --threads 1 --repeats 1"
-  COHORT_SIZES="4 1"; COHORT_ACTORS="1,2"; COHORT_MPS_SIZES="4"; COHORT_MPS_ACTORS="2"
-  COHORT="--cpus-per-actor 1 --sample 24 --batch 8"
+  COHORT_SIZES="3 1"; COHORT_ACTORS="1,2"; COHORT_MPS_SIZES="3"; COHORT_MPS_ACTORS="2"; MIN_SHARD=3
+  COHORT="--cpus-per-actor 1 --sample 12 --batch 8"
 else
   ACT="--set ray.num_actors=8 --set ray.num_gpus_per_actor=0.125 --set ray.num_cpus_per_actor=2"
   SMALL=""
@@ -74,7 +74,7 @@ else
   SWEEP_MPS="--gpu --actors 4,8 --cpus-per-actor 2 --sample 2000 --batch 64"
   SWEEP_MPS_WIDE="--gpu --actors 16 --cpus-per-actor 1 --sample 2000 --batch 64"
   NB101="--device cuda --cells 8 --batch 64 --threads 2 --repeats 2"
-  COHORT_SIZES="128 32 8 1"; COHORT_ACTORS="1,2,4"; COHORT_MPS_SIZES="128 32"; COHORT_MPS_ACTORS="2,4"
+  COHORT_SIZES="128 32 8 1"; COHORT_ACTORS="1,2,4"; COHORT_MPS_SIZES="128 32"; COHORT_MPS_ACTORS="2,4"; MIN_SHARD=25
   COHORT="--gpu --cpus-per-actor 2 --sample 6000 --batch 64"
 fi
 DEVICE_NAME=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1)
@@ -87,7 +87,7 @@ cohort_rows() {  # $1 mps (0|1), $2 sizes, $3 actor counts: one `bench throughpu
     rows=$(( n * $(echo "$actors" | tr ',' ' ' | wc -w) ))
     cap=$(( $(left) / rows )); [ "$cap" -gt 90 ] && cap=90
     if [ "$cap" -lt 25 ]; then log "cohort K=$k skipped: too little time left"; n=$(( n - 1 )); continue; fi
-    shard=$(( k > 25 ? k : 25 ))   # a cohort never spans shards
+    shard=$(( k > MIN_SHARD ? k : MIN_SHARD ))   # a cohort never spans shards
     engine=$([ "$k" -gt 1 ] && echo cohort || echo per-cell)
     cmd="python -m gradsign.pipeline.devtools.bench throughput $COHORT --actors $actors --shard-size $shard --set cohort.size=$k --set cohort.memory_mb=${COHORT_MEMORY_MB:-16384}"
     log "$cmd (rows of at most $cap s)"

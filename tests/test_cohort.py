@@ -193,3 +193,24 @@ def test_a_run_resumes_with_another_cohort_size_and_the_same_scores(tmp_path, da
     assert after["arch"] == before["arch"]
     for a, b in zip(before["gradsign"], after["gradsign"]):
         _agree(a, b)
+
+
+def test_throughput_csv_rows(tmp_path):
+    """`bench throughput` summaries -> results/gpu/throughput.csv rows: one per measured actor count, the
+    header once, a row without a steady rate left out."""
+    import csv
+
+    from gradsign.pipeline.devtools.throughput_csv import COLUMNS, append, rows_of
+
+    summary = {"rows": [{"actors": 1, "steady_archs_per_second": 12.345, "gpu_mib_per_actor": 1000.4},
+                        {"actors": 2, "steady_archs_per_second": None, "gpu_mib_per_actor": None},
+                        {"actors": 4, "steady_archs_per_second": 40.0, "gpu_mib_per_actor": None}]}
+    out = tmp_path / "throughput.csv"
+    for k in (1, 32):
+        append(out, rows_of(summary, "cpu (rehearsal)", "nb201", "cohort" if k > 1 else "per-cell", k, 0, f"cmd {k}"))
+    with out.open() as f:
+        rows = list(csv.DictReader(f))
+    assert tuple(rows[0]) == COLUMNS and len(rows) == 4
+    assert [(r["cohort"], r["actors"], r["cells_per_s"], r["gpu_mem_mib"]) for r in rows][:2] == [
+        ("1", "1", "12.35", "1000"), ("1", "4", "40.0", "")]
+    assert rows[-1]["engine"] == "cohort" and rows[-1]["command"] == "cmd 32"
