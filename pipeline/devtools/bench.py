@@ -1,10 +1,11 @@
 """Benchmarks kept with the project: ``python -m gradsign.pipeline.devtools.bench gradsign|cohort|throughput [options]``.
 
-``cohort``: for the same NB201 cells, each cohort of K of them is scored by the per-cell path (build each
-network from its seed, the hooks engine per cell) and then by the cohort engine (replay the cells' draws
-into one module, one pass), interleaved so that both see the same machine load; it prints cells/s of
-both, their ratio, milliseconds per cell of building vs scoring on each path (where building bounds the
-rate), and the largest relative difference between the two paths' scores.
+``cohort``: the same NB201 cells are scored by the per-cell path (build each network from its seed, the
+hooks engine per cell) and, per cohort of K of them, by the cohort engine (replay the cells' draws into
+one module, one pass); it prints cells/s of both, their ratio, milliseconds per cell of building vs
+scoring on each path (where building bounds the rate), and the largest relative difference between the
+two paths' scores. On the CPU it times the process's CPU time (so that other jobs on a shared machine do
+not bias one path against the other; run it with ``--threads 1``), on a GPU wall time.
 
 ``throughput`` (``pipeline/devtools/throughput.py``): archs/s of real ``gradsign score`` runs through Ray, per
 actor count (GPU utilisation and memory per actor on a GPU). ``gradsign``, below:
@@ -230,40 +231,44 @@ def bench_cohort(args: argparse.Namespace) -> dict:
     # warm-up outside the timings (first-touch allocations, lazy initialisation, cudnn autotune)
     cohort_scores(space.build_cohort(archs[:2], info.num_classes, seeds=seeds[:2]).to(device), x, y,
                   memory_budget_mb=args.memory_mb)
+    clock = time.process_time if device.type == "cpu" else time.perf_counter
+
+    def timed(fn):
+        _sync(device)
+        t0 = clock()
+        out = fn()
+        _sync(device)
+        return out, clock() - t0
+
+    # the per-cell path once per cell, as the scorer runs it: build the network on the CPU, move it, score it
+    single, build, engine = [], [], []
+    for arch, seed in zip(archs, seeds):
+        torch.manual_seed(seed)
+        net, seconds = timed(lambda: space.build(arch, info.num_classes).to(device))
+        build.append(seconds)
+        value, seconds = timed(lambda: sign_sums(net, x, y).score())
+        single.append(value)
+        engine.append(seconds)
+    print(json.dumps({"per_cell_build_s": round(sum(build), 3), "per_cell_engine_s": round(sum(engine), 3)}),
+          file=sys.stderr, flush=True)
+    # the cohort path per cohort of K: replay the cells' draws into one module, move it, one pass
     rows = []
     for size in sizes:
         for start in range(0, len(archs), size):
-            part, part_seeds = archs[start: start + size], seeds[start: start + size]
-            row = {"size": size, "cells": len(part)}
-            # the per-cell path, as the scorer runs it: build each network on the CPU, move it, score it
-            build = engine = 0.0
-            single = []
-            for arch, seed in zip(part, part_seeds):
-                t0 = time.perf_counter()
-                torch.manual_seed(seed)
-                net = space.build(arch, info.num_classes).to(device)
-                _sync(device)
-                t1 = time.perf_counter()
-                single.append(sign_sums(net, x, y).score())
-                _sync(device)
-                build, engine = build + t1 - t0, engine + time.perf_counter() - t1
-            row.update(per_cell_build=build, per_cell_engine=engine)
-            # the cohort path: replay the cells' draws into one module, move it, one pass
-            t0 = time.perf_counter()
-            net = space.build_cohort(part, info.num_classes, seeds=part_seeds).to(device)
-            _sync(device)
-            t1 = time.perf_counter()
-            together = cohort_scores(net, x, y, memory_budget_mb=args.memory_mb)
-            _sync(device)
-            row.update(cohort_build=t1 - t0, cohort_engine=time.perf_counter() - t1)
-            row["max_rel_diff"] = max((0.0 if a == b else abs(a - b) / max(abs(a), 1e-12))
-                                      for a, b in zip(single, together))
-            row["zeros_identical"] = all((a == 0) == (b == 0) for a, b in zip(single, together))
+            part = slice(start, start + size)
+            net, t_build = timed(lambda: space.build_cohort(archs[part], info.num_classes, seeds=seeds[part]).to(device))
+            together, t_engine = timed(lambda: cohort_scores(net, x, y, memory_budget_mb=args.memory_mb))
+            row = {"size": size, "cells": len(together), "per_cell_build": sum(build[part]),
+                   "per_cell_engine": sum(engine[part]), "cohort_build": t_build, "cohort_engine": t_engine,
+                   "max_rel_diff": max((0.0 if a == b else abs(a - b) / max(abs(a), 1e-12))
+                                       for a, b in zip(single[part], together)),
+                   "zeros_identical": all((a == 0) == (b == 0) for a, b in zip(single[part], together))}
             rows.append(row)
             print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}),
                   file=sys.stderr, flush=True)
     summary = {"space": "nb201", "device": args.device, "threads": torch.get_num_threads(), "batch": args.batch,
-               "cells": len(archs), "memory_mb": args.memory_mb, "sizes": {}}
+               "cells": len(archs), "memory_mb": args.memory_mb,
+               "clock": "process CPU time" if device.type == "cpu" else "wall time", "sizes": {}}
     for size in sizes:
         mine = [r for r in rows if r["size"] == size]
         cells = sum(r["cells"] for r in mine)
@@ -282,7 +287,7 @@ def bench_cohort(args: argparse.Namespace) -> dict:
 
 def print_cohort(summary: dict) -> None:
     print(f"NB201 cohort engine vs per-cell engine: device {summary['device']}, {summary['threads']} threads, "
-          f"batch {summary['batch']}, {summary['cells']} cells (the same cells, interleaved in one run)")
+          f"batch {summary['batch']}, {summary['cells']} cells (the same cells, one run; {summary['clock']})")
     print(f"{'K':>4} {'per-cell/s':>11} {'cohort/s':>9} {'ratio':>6} | ms per cell: {'build':>7} {'engine':>7}"
           f" | {'cohort build':>12} {'engine':>7} | {'max rel diff':>12} zeros")
     for size, s in summary["sizes"].items():
