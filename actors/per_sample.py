@@ -372,6 +372,10 @@ def _same_values(a: torch.Tensor, b: torch.Tensor, rtol: float) -> bool:
     return bool(((a - b).abs().max() <= rtol * scale).item())
 
 
+def _summed_cross_entropy(out: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(out, targets, reduction="sum")
+
+
 class _HooksPass:
     """One pass of the hooks engine over all chunks, with the checks that make its numbers the loop's.
 
@@ -398,8 +402,11 @@ class _HooksPass:
     """
 
     def __init__(self, net: nn.Module, layers: list[tuple[str, nn.Module]], probe: Probe, conv_method: str,
-                 exact: bool):
+                 exact: bool, loss=None):
         self.net, self.layers, self.probe = net, layers, probe
+        # (output, targets) -> the summed loss whose per-sample weight gradients are wanted; a loss that is
+        # not a sum over samples of each sample's own term breaks the engine's premise (None: cross-entropy)
+        self.loss = loss or _summed_cross_entropy
         self.conv_method, self.exact = conv_method, exact
         self.owners = _owners(layers)
         self.key = {id(m.weight): self.owners[id(m.weight)][0] for _, m in layers if m.weight.requires_grad}
@@ -562,7 +569,7 @@ class _HooksPass:
                                    f"{len(self.probe.calls)} times for one (data-dependent control flow)")
         if self.first_chunk:
             self._check_interaction(out)
-        loss = F.cross_entropy(out, targets, reduction="sum")
+        loss = self.loss(out, targets)
         if self.first_chunk and loss.requires_grad:
             graph = self._check_graph(loss)
         if loss.requires_grad:

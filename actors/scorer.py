@@ -12,7 +12,14 @@ A plain class (the Ray batch-inference pattern: a callable holds state, batches 
   row's ``error``; the other proxies of the row keep their values; its neighbours are still scored;
 - an out-of-memory error is retried on this actor before it is recorded: the cache is emptied and, for a
   proxy with a ``memory_budget_mb`` option (GradSign's chunking), the budget is halved each time, so a
-  GPU shared with other actors gets smaller chunks rather than a failed row.
+  GPU shared with other actors gets smaller chunks rather than a failed row;
+- ``cohort`` > 1 (GradSign's hooks engine on a space that builds cohorts: NB201) scores the GradSign
+  column of a batch of rows ``cohort`` cells per pass (``actors.cohort``), each cell's weights still drawn
+  from its own ``arch_seed``; the values equal the per-cell path's (within the tolerance between engines),
+  so a row's scores do not depend on the cohort size. A cohort the engine cannot vouch for, or that fails
+  (out of memory included), is scored one cell at a time as with ``cohort`` 1. Other proxies, other spaces
+  and other GradSign engines always go one cell at a time. A row's ``seconds`` then holds its share of its
+  cohort's time.
 """
 
 from __future__ import annotations
@@ -90,6 +97,8 @@ class Scorer:
         proxy_options: Mapping[str, Mapping[str, Any]] | None = None,
         plugins: Sequence[str] = (),
         precision: str = "fp32",
+        cohort: int = 1,
+        cohort_memory_mb: int | None = None,
     ):
         proxies.load_plugins(plugins)
         set_precision(precision)
@@ -108,22 +117,29 @@ class Scorer:
         self.seed = int(seed)
         self.key_column = spaces.key_column(self.space)
         self.schema = score_schema(self.proxy_names, self.key_column)
+        if isinstance(cohort, bool) or not isinstance(cohort, int) or cohort < 1:
+            raise ValueError(f"cohort must be an integer >= 1, got {cohort!r}")
+        self.cohort = cohort
+        self.cohort_memory_mb = cohort_memory_mb
+        self.cohort_timing = None
 
     def device_name(self) -> str:
         if self.device.type == "cuda":
             return f"cuda:{torch.cuda.get_device_name(self.device)} ({self.precision})"
         return f"cpu:{torch.get_num_threads()} threads"
 
-    def score_one(self, arch: str) -> tuple[dict[str, float], dict[str, int], dict[str, str]]:
+    def score_one(self, arch: str, given: Mapping[str, float] | None = None
+                  ) -> tuple[dict[str, float], dict[str, int], dict[str, str]]:
         """Scores of one canonical arch, the non-finite gradient counts of proxies that had any, and the
-        error text of proxies that failed (their value is NaN)."""
+        error text of proxies that failed (their value is NaN). ``given``: values already computed (by the
+        cohort engine) for some proxies."""
         seed = arch_seed(self.seed, arch)
         values: dict[str, float] = {}
         nonfinite: dict[str, int] = {}
         errors: dict[str, str] = {}
         for name in self.proxy_names:
             try:
-                value = self._score_proxy(name, arch, seed)
+                value = given[name] if given and name in given else self._score_proxy(name, arch, seed)
             except Exception as exc:  # this proxy's value is lost, not the row
                 values[name] = math.nan
                 errors[name] = _error_text(exc)
@@ -166,8 +182,9 @@ class Scorer:
         columns = rows.to_pydict() if isinstance(rows, pa.Table) else rows
         out: dict[str, list] = {field.name: [] for field in self.schema}
         keys = columns.get(self.key_column) if self.key_column else None
+        given, shares = self._cohort_values(columns["arch"])
         for row, (arch_id, arch) in enumerate(zip(columns["arch_id"], columns["arch"])):
-            start = time.perf_counter()
+            start = time.perf_counter() - shares.get(row, 0.0)
             nonfinite: dict[str, int] = {}
             values = {name: math.nan for name in self.proxy_names}
             try:
@@ -175,7 +192,7 @@ class Scorer:
             except Exception as exc:  # a malformed arch: every proxy's value is lost
                 errors = {"arch": _error_text(exc)}
             else:
-                values, nonfinite, errors = self.score_one(canonical)
+                values, nonfinite, errors = self.score_one(canonical, given.get(row))
             out["arch_id"].append(int(arch_id))
             out["arch"].append(arch)
             if self.key_column:
@@ -186,6 +203,56 @@ class Scorer:
             out["seconds"].append(time.perf_counter() - start)
             out["error"].append("\n".join(f"{k}: {v}" for k, v in errors.items()) or None)
         return pa.Table.from_pydict(out, schema=self.schema)
+
+
+    # -- the cohort path (GradSign only) ---------------------------------------------------------------
+    def cohort_ready(self) -> bool:
+        """Whether GradSign's column goes through the cohort engine (cohort > 1, GradSign's hooks engine,
+        a space that builds cohorts)."""
+        from gradsign.actors import cohort
+
+        options = self.options.get("gradsign")
+        return (self.cohort > 1 and options is not None and options.get("engine", "hooks") == "hooks"
+                and cohort.supports(self.space))
+
+    def _cohort_values(self, archs: Sequence[str]) -> tuple[dict[int, dict[str, float]], dict[int, float]]:
+        """(row -> {"gradsign": value}, row -> seconds of its cohort's time) for the rows the cohort engine
+        scored; rows it did not (malformed, a cohort it refused or that failed) are absent."""
+        if not self.cohort_ready():
+            return {}, {}
+        from gradsign.actors import cohort
+
+        options = self.options["gradsign"]
+        if self.cohort_timing is None:
+            self.cohort_timing = cohort.CohortTiming()
+        rows, canonical = [], []
+        for row, arch in enumerate(archs):
+            try:
+                canonical.append(self.space.canonical(arch))
+            except Exception:  # noqa: BLE001 - its row records the error on the per-cell path
+                continue
+            rows.append(row)
+        given: dict[int, dict[str, float]] = {}
+        shares: dict[int, float] = {}
+        for part in cohort.batches(list(zip(rows, canonical)), self.cohort):
+            start = time.perf_counter()
+            try:
+                values = cohort.score_cohort(
+                    self.space, [a for _, a in part], [arch_seed(self.seed, a) for _, a in part], self.num_classes,
+                    self.inputs, self.targets, chunk_size=options.get("chunk_size"),
+                    memory_budget_mb=self.cohort_memory_mb or cohort.DEFAULT_COHORT_MEMORY_MB,
+                    conv_method=options.get("conv_method", "auto"), timing=self.cohort_timing)
+            except Exception:  # noqa: BLE001 - out of memory or any failure: these cells go one by one
+                self._free()
+                self.cohort_timing.fallbacks += 1
+                values = None
+            if values is None:
+                continue
+            share = (time.perf_counter() - start) / len(part)
+            for (row, _), value in zip(part, values):
+                given[row] = {"gradsign": value}
+                shares[row] = share
+        return given, shares
 
 
 def _error_text(exc: BaseException) -> str:

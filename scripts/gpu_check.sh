@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole GPU check of issue 10 in one run (tried end to end on the CPU first: GPU_CHECK_CPU=1).
 #
-#   bash scripts/gpu_check.sh [STAGES]   STAGES: any of finish,sweep,sweep-mps,profile,nb101,c100
+#   bash scripts/gpu_check.sh [STAGES]   STAGES: any of finish,sweep,sweep-mps,profile,nb101,c100,cohort,cohort-mps
 #                                        (default: sweep-mps,nb101,profile: what the next lease owes)
 #
 # GPU_CHECK_SECONDS (default 540) is the whole budget: set it 40 s under the call's timeout. Each stage is
@@ -20,6 +20,11 @@
 #            the graph table comes from .gpu/cache (GRADSIGN_CACHE) if carried, else it is enumerated there
 #            (about 35 s on one core; the 14 MB table does not fit the 64 MiB carry beside the Ray wheel);
 # - c100:    the whole NB201 CIFAR-100 space, as for finish.
+# - cohort:  issue 22: NB201 cells/s through `gradsign score` (`bench throughput`), per-cell engine (cohort 1)
+#            vs the cohort engine at K = 128, 32, 8 (most informative first), actors 1, 2, 4 each, fractional
+#            GPUs; every row appended to $RES/throughput.csv (results/gpu/README.md says what each column is);
+#            COHORT_MEMORY_MB (default 16384) is what one chunk of a cohort's pass may use per actor;
+# - cohort-mps: the same under CUDA MPS for K = 128, 32 at 2 and 4 actors (mps = 1 in the csv).
 #
 # Inputs it expects beside the checkout (carried to the GPU machine, git-ignored): .whl/ (Ray and the
 # packages the GPU image lacks, as wheels), .gpu/data/ (the batch files and ground-truth tables),
@@ -58,6 +63,8 @@ if [ -n "${GPU_CHECK_CPU:-}" ]; then   # the CPU rehearsal: same commands, tiny 
   SWEEP_MPS="--actors 2 --cpus-per-actor 1 --sample 16 --batch 8"
   SWEEP_MPS_WIDE="--actors 1 --cpus-per-actor 1 --sample 16 --batch 8"
   NB101="--device cpu --cells 1 --batch 8 --threads 1 --repeats 1"
+  COHORT_SIZES="3 1"; COHORT_ACTORS="1,2"; COHORT_MPS_SIZES="3"; COHORT_MPS_ACTORS="2"; MIN_SHARD=3
+  COHORT="--cpus-per-actor 1 --sample 12 --batch 8"
 else
   ACT="--set ray.num_actors=8 --set ray.num_gpus_per_actor=0.125 --set ray.num_cpus_per_actor=2"
   SMALL=""
@@ -67,7 +74,45 @@ else
   SWEEP_MPS="--gpu --actors 4,8 --cpus-per-actor 2 --sample 2000 --batch 64"
   SWEEP_MPS_WIDE="--gpu --actors 16 --cpus-per-actor 1 --sample 2000 --batch 64"
   NB101="--device cuda --cells 8 --batch 64 --threads 2 --repeats 2"
+  COHORT_SIZES="128 32 8 1"; COHORT_ACTORS="1,2,4"; COHORT_MPS_SIZES="128 32"; COHORT_MPS_ACTORS="2,4"; MIN_SHARD=25
+  COHORT="--gpu --cpus-per-actor 2 --sample 6000 --batch 64"
 fi
+DEVICE_NAME=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1)
+[ -n "${GPU_CHECK_CPU:-}" ] || [ -z "$DEVICE_NAME" ] && DEVICE_NAME="cpu ($(nproc) cores, rehearsal)"
+
+cohort_rows() {  # $1 mps (0|1), $2 sizes, $3 actor counts: one `bench throughput` per size, rows -> throughput.csv
+  local mps=$1 sizes=$2 actors=$3 k n rows cap cmd engine
+  n=$(echo "$sizes" | wc -w)
+  for k in $sizes; do
+    rows=$(( n * $(echo "$actors" | tr ',' ' ' | wc -w) ))
+    cap=$(( $(left) / rows )); [ "$cap" -gt 90 ] && cap=90
+    if [ "$cap" -lt 25 ]; then log "cohort K=$k skipped: too little time left"; n=$(( n - 1 )); continue; fi
+    shard=$(( k > MIN_SHARD ? k : MIN_SHARD ))   # a cohort never spans shards
+    engine=$([ "$k" -gt 1 ] && echo cohort || echo per-cell)
+    cmd="python -m gradsign.pipeline.devtools.bench throughput $COHORT --actors $actors --shard-size $shard --set cohort.size=$k --set cohort.memory_mb=${COHORT_MEMORY_MB:-16384}"
+    log "$cmd (rows of at most $cap s)"
+    # shellcheck disable=SC2086
+    python3 -m gradsign.pipeline.devtools.bench throughput $COHORT --actors "$actors" --shard-size "$shard" \
+        --set cohort.size="$k" --set cohort.memory_mb="${COHORT_MEMORY_MB:-16384}" --max-seconds "$cap" \
+        --out "runs/cohort-mps$mps-k$k" --json "$RES/cohort-mps$mps-k$k.json" 2>&1 | grep -v '^{'
+    python3 -m gradsign.pipeline.devtools.throughput_csv "$RES/throughput.csv" "$RES/cohort-mps$mps-k$k.json" \
+        --device "$DEVICE_NAME" --engine "$engine" --cohort "$k" --mps "$mps" --command "$cmd"
+    n=$(( n - 1 ))
+  done
+}
+
+mps_start() {
+  if [ -z "${GPU_CHECK_CPU:-}" ]; then
+    export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps-pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log
+    mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
+    nvidia-cuda-mps-control -d && log "MPS daemon started" || log "MPS daemon did not start"
+  fi
+}
+mps_stop() {
+  if [ -z "${GPU_CHECK_CPU:-}" ]; then
+    echo quit | nvidia-cuda-mps-control; unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
+  fi
+}
 
 whole_space() {  # $1 dataset name in the configs
   local ds=$1 run=$PREFIX$1
@@ -127,6 +172,8 @@ EOF
       # shellcheck disable=SC2086
       timeout 90 python3 -m gradsign.pipeline.devtools.bench gradsign $PROFILE --count-ops --json "$RES/profile.json" 2>&1 \
           | grep -v '^{' ;;
+    cohort) cohort_rows 0 "$COHORT_SIZES" "$COHORT_ACTORS" ;;
+    cohort-mps) mps_start; cohort_rows 1 "$COHORT_MPS_SIZES" "$COHORT_MPS_ACTORS"; mps_stop ;;
     nb101)
       [ -d .gpu/cache ] && export GRADSIGN_CACHE=$PWD/.gpu/cache
       # shellcheck disable=SC2086

@@ -176,6 +176,16 @@ class NB201Space:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         return NB201Network(Cell.parse(arch), int(num_classes))
 
+    def build_cohort(self, archs: Sequence[str], num_classes: int, seeds: Sequence[int] | None = None,
+                     nets: Sequence[nn.Module] | None = None) -> nn.Module:
+        """The networks of ``archs`` side by side in one module (``spaces.nb201_cohort``), each cell's weights
+        as ``torch.manual_seed(seeds[k]); build(archs[k])`` draws them (or copied from built ``nets``)."""
+        from .nb201_cohort import build_cohort
+
+        if int(num_classes) < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        return build_cohort(archs, int(num_classes), seeds=seeds, nets=nets)
+
     def sample_ids(self, size: int, seed: int) -> Sequence[int]:
         """``size`` distinct arch_ids drawn with ``seed``, sorted (the run order does not matter)."""
         import numpy as np

@@ -1,4 +1,11 @@
-"""Benchmarks kept with the project: ``python -m gradsign.pipeline.devtools.bench gradsign|throughput [options]``.
+"""Benchmarks kept with the project: ``python -m gradsign.pipeline.devtools.bench gradsign|cohort|throughput [options]``.
+
+``cohort``: the same NB201 cells are scored by the per-cell path (build each network from its seed, the
+hooks engine per cell) and, per cohort of K of them, by the cohort engine (replay the cells' draws into
+one module, one pass); it prints cells/s of both, their ratio, milliseconds per cell of building vs
+scoring on each path (where building bounds the rate), and the largest relative difference between the
+two paths' scores. On the CPU it times the process's CPU time (so that other jobs on a shared machine do
+not bias one path against the other; run it with ``--threads 1``), on a GPU wall time.
 
 ``throughput`` (``pipeline/devtools/throughput.py``): archs/s of real ``gradsign score`` runs through Ray, per
 actor count (GPU utilisation and memory per actor on a GPU). ``gradsign``, below:
@@ -204,6 +211,93 @@ def print_table(summary: dict, engines: list[str]) -> None:
                   f"exact zeros identical: {agree['zeros_identical']}")
 
 
+def bench_cohort(args: argparse.Namespace) -> dict:
+    """Per-cell engine vs cohort engine on the same cells, interleaved in one run (see ``cohort`` below)."""
+    from gradsign.actors.cohort import check_replay, cohort_scores
+
+    device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    set_precision("fp32")
+    info = dataset_info(args.dataset)
+    batch = load_batch(args.data, info.name, args.batch, seed=0)
+    x = torch.from_numpy(batch.images).to(device)
+    y = torch.from_numpy(batch.labels).to(device)
+    space = spaces.get("nb201")
+    sizes = [int(k) for k in args.sizes.split(",") if k]
+    archs = [space.arch(i) for i in space.sample_ids(args.cells, args.seed)]
+    seeds = [arch_seed(args.seed, a) for a in archs]
+    check_replay(space, archs[0], seeds[0], info.num_classes)
+    # warm-up outside the timings (first-touch allocations, lazy initialisation, cudnn autotune)
+    cohort_scores(space.build_cohort(archs[:2], info.num_classes, seeds=seeds[:2]).to(device), x, y,
+                  memory_budget_mb=args.memory_mb)
+    clock = time.process_time if device.type == "cpu" else time.perf_counter
+
+    def timed(fn):
+        _sync(device)
+        t0 = clock()
+        out = fn()
+        _sync(device)
+        return out, clock() - t0
+
+    # the per-cell path once per cell, as the scorer runs it: build the network on the CPU, move it, score it
+    single, build, engine = [], [], []
+    for arch, seed in zip(archs, seeds):
+        torch.manual_seed(seed)
+        net, seconds = timed(lambda: space.build(arch, info.num_classes).to(device))
+        build.append(seconds)
+        value, seconds = timed(lambda: sign_sums(net, x, y).score())
+        single.append(value)
+        engine.append(seconds)
+    print(json.dumps({"per_cell_build_s": round(sum(build), 3), "per_cell_engine_s": round(sum(engine), 3)}),
+          file=sys.stderr, flush=True)
+    # the cohort path per cohort of K: replay the cells' draws into one module, move it, one pass
+    rows = []
+    for size in sizes:
+        for start in range(0, len(archs), size):
+            part = slice(start, start + size)
+            net, t_build = timed(lambda: space.build_cohort(archs[part], info.num_classes, seeds=seeds[part]).to(device))
+            together, t_engine = timed(lambda: cohort_scores(net, x, y, memory_budget_mb=args.memory_mb))
+            row = {"size": size, "cells": len(together), "per_cell_build": sum(build[part]),
+                   "per_cell_engine": sum(engine[part]), "cohort_build": t_build, "cohort_engine": t_engine,
+                   "max_rel_diff": max((0.0 if a == b else abs(a - b) / max(abs(a), 1e-12))
+                                       for a, b in zip(single[part], together)),
+                   "zeros_identical": all((a == 0) == (b == 0) for a, b in zip(single[part], together))}
+            rows.append(row)
+            print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}),
+                  file=sys.stderr, flush=True)
+    summary = {"space": "nb201", "device": args.device, "threads": torch.get_num_threads(), "batch": args.batch,
+               "cells": len(archs), "memory_mb": args.memory_mb,
+               "clock": "process CPU time" if device.type == "cpu" else "wall time", "sizes": {}}
+    for size in sizes:
+        mine = [r for r in rows if r["size"] == size]
+        cells = sum(r["cells"] for r in mine)
+        tot = {k: sum(r[k] for r in mine) for k in ("per_cell_build", "per_cell_engine", "cohort_build", "cohort_engine")}
+        per_cell_s = (tot["per_cell_build"] + tot["per_cell_engine"]) / cells
+        cohort_s = (tot["cohort_build"] + tot["cohort_engine"]) / cells
+        summary["sizes"][size] = {
+            "cells": cells,
+            "per_cell_cells_per_s": 1 / per_cell_s, "cohort_cells_per_s": 1 / cohort_s,
+            "cohort_over_per_cell": per_cell_s / cohort_s,
+            "ms_per_cell": {k: 1000 * v / cells for k, v in tot.items()},
+            "max_rel_diff": max(r["max_rel_diff"] for r in mine),
+            "zeros_identical": all(r["zeros_identical"] for r in mine)}
+    return summary
+
+
+def print_cohort(summary: dict) -> None:
+    print(f"NB201 cohort engine vs per-cell engine: device {summary['device']}, {summary['threads']} threads, "
+          f"batch {summary['batch']}, {summary['cells']} cells (the same cells, one run; {summary['clock']})")
+    print(f"{'K':>4} {'per-cell/s':>11} {'cohort/s':>9} {'ratio':>6} | ms per cell: {'build':>7} {'engine':>7}"
+          f" | {'cohort build':>12} {'engine':>7} | {'max rel diff':>12} zeros")
+    for size, s in summary["sizes"].items():
+        ms = s["ms_per_cell"]
+        print(f"{size:>4} {s['per_cell_cells_per_s']:>11.2f} {s['cohort_cells_per_s']:>9.2f} "
+              f"{s['cohort_over_per_cell']:>6.2f} | {'':>13}{ms['per_cell_build']:>7.1f} {ms['per_cell_engine']:>7.1f}"
+              f" | {ms['cohort_build']:>12.1f} {ms['cohort_engine']:>7.1f} | {s['max_rel_diff']:>12.2e} "
+              f"{s['zeros_identical']}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gradsign.pipeline.devtools.bench")
     sub = parser.add_subparsers(dest="what", required=True)
@@ -226,10 +320,24 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--count-ops", action="store_true",
                    help="also count, per cell, the aten operations that do device work (pipeline/devtools/opcount.py)")
     g.add_argument("--json", help="also write the summary here")
+    c = sub.add_parser("cohort", help="NB201 cohort engine at cohort sizes K vs the per-cell engine, same cells")
+    c.add_argument("--cells", type=int, default=32, help="cells (the same for every K; a multiple of each K)")
+    c.add_argument("--sizes", default="8,32", help="comma-separated cohort sizes K")
+    c.add_argument("--batch", type=int, default=64)
+    c.add_argument("--device", default="cpu")
+    c.add_argument("--threads", type=int, default=2)
+    c.add_argument("--memory-mb", type=int, default=4096, help="per chunk of a cohort's pass")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--dataset", default="cifar10")
+    c.add_argument("--data", default=str(Path("..") / "shared" / "data" / "cifar10_train_1000.npz"))
+    c.add_argument("--json", help="also write the summary here")
     throughput.add_parser(sub)
     args = parser.parse_args(argv)
     if args.what == "throughput":
         summary = throughput.bench_throughput(args)
+    elif args.what == "cohort":
+        summary = bench_cohort(args)
+        print_cohort(summary)
     else:
         summary = bench_gradsign(args)
         print_table(summary, [e for e in args.engines.split(",") if e])

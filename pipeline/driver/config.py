@@ -44,6 +44,9 @@ DEFAULTS: dict[str, Any] = {
         "shard_timeout": {"initial_s": 1800, "initial_per_arch_s": 72, "min_s": 120, "factor": 20},
     },
     "shard_size": 25,
+    # GradSign cells per batched pass (actors/cohort.py; NB201): size 1 = one cell per pass. Not part of a
+    # run's identity: scores do not depend on it. memory_mb: per chunk of a cohort's pass (null = 4096).
+    "cohort": {"size": 1, "memory_mb": None},
     "topk": 50,
     "topk_by": None,  # a proxy, or a list of proxies (their rank average); default: the first proxy
     "topk_min_distance": None,  # null, or d: a diverse top-k (pipeline/outputs/ranking.py); not a score key
@@ -70,6 +73,8 @@ def validate(cfg: dict) -> dict:
     for key in ("data.seed", "sample.seed", "seed", "topk", "ray.max_restarts"):
         check_number(cfg, key, 0 if key != "ray.max_restarts" else -1, integer=True)
     check_number(cfg, "sample.size", 1, integer=True, optional=True)
+    check_number(cfg, "cohort.size", 1, integer=True)
+    check_number(cfg, "cohort.memory_mb", 1, integer=True, optional=True)
     check_number(cfg, "topk_min_distance", 0, integer=True, optional=True)
     by = cfg["topk_by"]
     if by is not None and not (isinstance(by, str) and by) and not (

@@ -166,7 +166,8 @@ def _make_actor(cfg: dict, batch_ref, labels_ref, num_classes: int):
     device = "cuda" if r["num_gpus_per_actor"] > 0 else "cpu"
     return remote.remote(cfg["space"], cfg["proxies"], batch_ref, labels_ref, num_classes, cfg["seed"],
                          device=device, num_threads=threads, proxy_options=cfg["proxy_options"],
-                         plugins=cfg["plugins"], precision=cfg["precision"])
+                         plugins=cfg["plugins"], precision=cfg["precision"], cohort=cfg["cohort"]["size"],
+                         cohort_memory_mb=cfg["cohort"]["memory_mb"])
 
 
 def run(cfg: dict) -> RunResult:
