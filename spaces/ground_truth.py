@@ -5,7 +5,8 @@ the architecture, tried in this order:
 1. the space's key column when it has one and the table carries it (NB101: ``hash``, the official graph
    hash: every published NB101 export is keyed by it);
 2. an ``arch`` column (any spelling the space parses);
-3. JSON lines only: the fields the space reads itself (NB101: ``matrix`` and ``ops``).
+3. JSON lines only: the fields the space reads itself (NB101: ``matrix`` and ``ops``; DARTS: its
+   ``record_fields``, ``normal`` and ``reduce``, with ``concat`` columns when present).
 Rows join on ``space.key`` (NB201: the canonical arch string; NB101: the hash), never on a position. An
 ``index`` column (the official benchmark index), when present, is carried along.
 
@@ -101,7 +102,14 @@ def _read_jsonl(path: Path) -> pa.Table:
     records = [record for _, record in json_objects(path)]
     if not records:
         raise GroundTruthError(f"ground-truth table {path} is empty")
-    return pa.Table.from_pylist(records)
+    try:
+        return pa.Table.from_pylist(records)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        # nested values Arrow cannot type (DARTS genotypes: lists of [op, input] pairs, str and int mixed)
+        # are kept as their JSON text; _row_keys decodes the record fields it reads
+        nested = {k for r in records for k, v in r.items() if isinstance(v, (list, dict))}
+        return pa.Table.from_pylist([{k: json.dumps(v) if k in nested and v is not None else v
+                                      for k, v in r.items()} for r in records])
 
 
 def _row_keys(table: pa.Table, path, space) -> list[str]:
@@ -118,6 +126,10 @@ def _row_keys(table: pa.Table, path, space) -> list[str]:
     elif callable(getattr(space, "from_record", None)) and "matrix" in names and "ops" in names:
         archs = [{"matrix": m, "ops": o} for m, o in zip(table.column("matrix").to_pylist(),
                                                             table.column("ops").to_pylist())]
+    elif _record_columns(space, names):  # e.g. DARTS: normal/reduce (+ concat)
+        fields = _record_columns(space, names)
+        archs = [{f: json.loads(v) if isinstance(v, str) else v for f, v in zip(fields, row)}
+                 for row in zip(*(table.column(f).to_pylist() for f in fields))]
     else:
         wanted = "'arch'" + (f" or {column!r}" if column else "")
         raise GroundTruthError(f"ground-truth table {path} has no {wanted} column (columns: {names})")
@@ -130,10 +142,20 @@ def _row_keys(table: pa.Table, path, space) -> list[str]:
     return keys
 
 
+def _record_columns(space, names: list[str]) -> list[str]:
+    """The columns a space's ``from_record`` reads (``space.record_fields``, plus ``*concat`` columns the
+    table has), or [] when the space declares none or the table lacks one."""
+    fields = list(getattr(space, "record_fields", ()) or ())
+    if not fields or not callable(getattr(space, "from_record", None)) or any(f not in names for f in fields):
+        return []
+    return fields + [c for c in ("concat", "normal_concat", "reduce_concat") if c in names]
+
+
 def load(path: str | Path, column: str, space) -> GroundTruth:
     """Load ``column`` of the table at ``path``, keyed by ``space.key`` and averaged per key."""
     table = read_table(path)
-    structural = {"arch", "index", "matrix", "ops", getattr(space, "key_column", None)}
+    structural = {"arch", "index", "matrix", "ops", getattr(space, "key_column", None),
+                  *getattr(space, "record_fields", ()), "concat", "normal_concat", "reduce_concat"}
     metrics = [c for c in table.column_names if c not in structural]
     if column not in table.column_names:
         raise GroundTruthError(

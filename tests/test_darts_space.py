@@ -1,0 +1,82 @@
+"""The ``darts`` space (NAS-Bench-301's DARTS space): ids, sampling, the 725-cell table, peer params."""
+
+import json
+from collections import Counter
+
+import pytest
+
+from gradsign import spaces
+from gradsign.pipeline.driver.shards import ArchListError, read_arch_list
+from gradsign.spaces import ground_truth
+from gradsign.spaces.darts import CELL_SIZE, DARTS_OPS, SIZE, DartsSpace
+from gradsign.spaces.darts_genotype import Genotype, GenotypeError
+
+NB301 = "nb301_naslib_725.jsonl"
+
+
+@pytest.fixture(scope="module")
+def rows(data_dir):
+    return [json.loads(line) for line in (data_dir / NB301).read_text().splitlines() if line.strip()]
+
+
+def test_size_and_ids_round_trip():
+    import random
+
+    space = spaces.get("darts")
+    assert len(space) == SIZE == 1_076_746_950_455_072_400 == CELL_SIZE ** 2 < 2 ** 63
+    rng = random.Random(1)
+    for arch_id in [0, 1, SIZE - 1] + [rng.randrange(SIZE) for _ in range(200)]:
+        arch = space.arch(arch_id)
+        assert space.arch_id(arch) == arch_id
+        assert space.canonical(arch) == arch == space.key_by_id(arch_id)
+        assert space.arch_id(space.genotype_text(arch)) == arch_id  # the Genotype(...) text reads back
+    with pytest.raises(GenotypeError, match="arch_id must be in"):
+        space.arch(SIZE)
+
+
+def test_sampling_is_deterministic_distinct_and_uniform():
+    space = DartsSpace()
+    ids = space.sample_ids(3000, seed=7)
+    assert ids == space.sample_ids(3000, seed=7) and ids != space.sample_ids(3000, seed=8)
+    assert len(set(ids)) == 3000 and ids == sorted(ids) and 0 <= ids[0] and ids[-1] < SIZE
+    # NB301's sampler is uniform over canonical cells: each op ~1/7 on every edge, input pairs of node 3
+    # ~1/10 each (C(5, 2) pairs), both cells
+    ops, pairs = Counter(), Counter()
+    for arch_id in ids:
+        g = space.genotype(space.arch(arch_id))
+        for cell in (g.normal, g.reduce):
+            ops.update(op for op, _ in cell.pairs)
+            pairs[(cell.nodes[3][0][1], cell.nodes[3][1][1])] += 1
+    assert set(ops) == set(DARTS_OPS) and len(pairs) == 10
+    expected_op, expected_pair = 3000 * 2 * 8 / 7, 3000 * 2 / 10
+    assert all(abs(n - expected_op) < 0.08 * expected_op for n in ops.values()), ops
+    assert all(abs(n - expected_pair) < 0.15 * expected_pair for n in pairs.values()), pairs
+    with pytest.raises(ValueError, match="sample.size"):
+        space.sample_ids(0, seed=0)
+
+
+def test_nb301_table_as_arch_list_and_ground_truth(data_dir, rows, tmp_path):
+    space = spaces.get("darts")
+    ids = read_arch_list(data_dir / NB301, space)
+    assert len(ids) == len({space.canonical(r) for r in rows}) == len(rows)
+    gt = ground_truth.load(data_dir / NB301, "val_accuracy", space)
+    assert len(gt.values) == len(rows)
+    first = rows[0]
+    assert gt.values[space.key(first)] == pytest.approx(first["val_accuracy"])
+    # the same cell written with each node's pairs swapped joins to the same row
+    swapped = {"normal": [first["normal"][i ^ 1] for i in range(8)], "reduce": first["reduce"]}
+    assert space.key(swapped) == space.key(first)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(first) + "\n" + json.dumps({**first, "normal": first["normal"][:6]}) + "\n")
+    with pytest.raises(ArchListError, match=r"bad.jsonl:2: normal: expected 8"):
+        read_arch_list(bad, space)
+
+
+def test_params_equal_the_peers_under_its_bn_option(rows):
+    """The peer (NASLib's NB301 network) keeps the ops' BN without affine parameters."""
+    space, trained = DartsSpace(affine_ops=False), DartsSpace()
+    for i, row in enumerate(rows[::18]):  # 41 cells spread over the table
+        count = sum(p.numel() for p in space.build(row, 10).parameters())
+        assert count == round(row["params"] * 1e6), Genotype.from_record(row, space.rules).to_text()
+        if i < 3:  # the trained network (affine BN in ops) has more
+            assert sum(p.numel() for p in trained.build(row, 10).parameters()) > count
