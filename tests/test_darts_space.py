@@ -80,3 +80,60 @@ def test_params_equal_the_peers_under_its_bn_option(rows):
         assert count == round(row["params"] * 1e6), Genotype.from_record(row, space.rules).to_text()
         if i < 3:  # the trained network (affine BN in ops) has more
             assert sum(p.numel() for p in trained.build(row, 10).parameters()) > count
+
+
+def test_topk_rows_carry_the_genotype_text(data_dir, rows):
+    """The reducer's top-k with the ``genotype`` column (DARTS spaces only; NB201 rows unchanged)."""
+    import pyarrow as pa
+
+    from gradsign.pipeline.outputs.reducer import Reducer
+    from gradsign.pipeline.outputs.report import with_genotypes
+
+    space = spaces.get("darts")
+    ids = [space.arch_id(r) for r in rows[:5]]
+    scores = pa.table({"arch_id": pa.array(ids, pa.int64()), "arch": [space.arch(i) for i in ids],
+                       "params": [r["params"] for r in rows[:5]], "nonfinite": [None] * 5, "error": [None] * 5})
+    reducer = Reducer(["params"], space, ground_truth.load(data_dir / NB301, "val_accuracy", space), topk=3)
+    reducer.add(scores)
+    top = with_genotypes(reducer.top(reducer.columns()), space).to_pylist()
+    best = sorted(rows[:5], key=lambda r: -r["params"])[:3]
+    assert [t["arch_id"] for t in top] == [space.arch_id(r) for r in best]
+    for t, r in zip(top, best):
+        assert t["genotype"] == Genotype.from_record(r, space.rules).darts_text()
+        assert t["val_accuracy"] == pytest.approx(r["val_accuracy"])
+    nb201 = spaces.get("nb201")
+    plain = pa.table({"rank": [1], "arch_id": [0], "arch": [nb201.arch(0)]})
+    assert with_genotypes(plain, nb201) is plain
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_small_nb301_run_through_ray_writes_genotypes(tmp_path, data_dir, rows, ray_cluster):
+    """4 rows of the 725 through the real pipeline (params only: no forward pass, so it stays cheap):
+    ground truth joins on the canonical genotype, top-k rows carry the DARTS Genotype(...) text, and
+    ``gradsign report`` in the same process rebuilds them."""
+    from gradsign.pipeline.driver.config import resolve
+    from gradsign.pipeline.driver.run import recompute, run
+
+    listing = tmp_path / "cells.jsonl"
+    listing.write_text("".join(json.dumps(r) + "\n" for r in rows[:4]))
+    cfg = resolve("configs/darts-cifar10-nb301-725.yaml", [
+        f"data.path={data_dir}/cifar10_train_1000.npz", "data.batch_size=8", f"sample.archs={listing}",
+        f"ground_truth.path={data_dir}/{NB301}", "proxies=[params]", "shard_size=2", "topk=3", "progress=false",
+        "ray.object_store_mb=128", "ray.num_actors=1", f"output={tmp_path / 'run'}"])
+    result = run(cfg)
+    summary = json.loads((result.run_dir / "summary.json").read_text())
+    assert summary["archs"]["scored"] == 4 and summary["ground_truth"]["matched"] == 4
+    space = spaces.get("darts")
+    top = [json.loads(line) for line in (result.run_dir / "topk.jsonl").read_text().splitlines()]
+    assert len(top) == 3
+    by_key = {space.key(r): r for r in rows[:4]}
+    for row in top:
+        source = by_key[row["arch"]]
+        assert row["params"] == pytest.approx(sum(p.numel() for p in space.build(row["arch"], 10).parameters()) / 1e6)
+        assert row["val_accuracy"] == pytest.approx(source["val_accuracy"])
+        assert Genotype.parse(row["genotype"], space.rules) == space.genotype(source)
+        assert row["genotype"].startswith("Genotype(normal=[(") and "reduce_concat=[2, 3, 4, 5])" in row["genotype"]
+        assert row["arch_id"] == space.arch_id(source)
+    recompute(result.run_dir)
+    assert [json.loads(line) for line in (result.run_dir / "topk.jsonl").read_text().splitlines()] == top
