@@ -22,8 +22,11 @@ canonical genotypes, i.e. over ``arch_id``: here ``size`` distinct ids are drawn
 len(space))`` with ``numpy.random.default_rng(seed)`` (redrawing repeats), sorted.
 
 Network (NAS-Bench-301's training settings): width C=32, 8 cells (reductions at cells 2 and 5), stem to 96
-channels, affine BN everywhere. ``DartsSpace(affine_ops=False)`` builds the ops' BN without affine
-parameters, as NASLib's NB301 network (the peer's zero-cost table) does.
+channels, affine BN everywhere. ``DartsSpace.peer()`` builds NASLib's NB301 network (the peer's zero-cost
+table), which keeps DARTS's search-phase ops: BN inside ops without affine parameters
+(``affine_ops=False``) and a non-affine BN after every pooling op (``pool_bn=True``). Its params equal the
+table's on all 725 rows, and so do its flops (torchstat rules, ``flops`` proxy); without the pooling BN the
+flops fall short by exactly the pooling ops' output elements.
 
 Tables: rows join on the canonical arch string (``key``); ``from_record`` reads rows with ``normal`` /
 ``reduce`` (and optional ``concat``), as the NAS-Bench-301 725-cell table has them.
@@ -58,8 +61,16 @@ class DartsSpace(Space):
     record_fields = ("normal", "reduce")
     rules = DARTS_RULES
 
-    def __init__(self, width: int = NB301_WIDTH, depth: int = NB301_DEPTH, affine_ops: bool = True):
-        self.width, self.depth, self.affine_ops = int(width), int(depth), bool(affine_ops)
+    def __init__(self, width: int = NB301_WIDTH, depth: int = NB301_DEPTH, affine_ops: bool = True,
+                 pool_bn: bool = False):
+        self.width, self.depth = int(width), int(depth)
+        self.affine_ops, self.pool_bn = bool(affine_ops), bool(pool_bn)
+
+    @classmethod
+    def peer(cls) -> "DartsSpace":
+        """The network of NASLib's NB301 zero-cost table: DARTS search-phase ops (BN in ops non-affine, a
+        BN after every pooling op); its params and flops equal the table's."""
+        return cls(affine_ops=False, pool_bn=True)
 
     def __len__(self) -> int:
         return SIZE
@@ -107,7 +118,8 @@ class DartsSpace(Space):
 
         if int(num_classes) < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        return DartsNetwork(self.genotype(arch), self.width, self.depth, int(num_classes), self.affine_ops)
+        return DartsNetwork(self.genotype(arch), self.width, self.depth, int(num_classes), self.affine_ops,
+                            pool_bn=self.pool_bn)
 
     def sample_ids(self, size: int, seed: int) -> Sequence[int]:
         """``size`` distinct arch_ids, uniform over the space (see the module docstring), sorted."""

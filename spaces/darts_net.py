@@ -19,9 +19,11 @@ dilation 2; ``dil_sep_conv_3x3`` the two-block form with dilation 2; ``conv_1x1`
 ``skip_connect`` is the identity, or FactorizedReduce (two stride-2 1x1 convs, one shifted by a pixel,
 concatenated, BN) in a reduction cell.
 
-``affine_ops=False`` builds the BN layers inside the ops without affine parameters (as DARTS's search
-network and NASLib's NAS-Bench-301 network do); the stem and preprocessing BN stay affine. The default is
-the network NAS-Bench-301 and NDS trained (affine everywhere).
+``affine_ops=False`` builds the BN layers inside the ops without affine parameters, and ``pool_bn=True``
+follows every pooling op by a BN: together they are the ops of DARTS's search network, which NASLib's
+NAS-Bench-301 network keeps (the peer's zero-cost table: its params equal ours under ``affine_ops=False``,
+and its flops equal ours when the pooling ops' BN is counted too). The stem and preprocessing BN stay
+affine. The default is the network NAS-Bench-301 and NDS trained (affine BN, no BN after pools).
 
 Left out on purpose, because scoring is not training: drop path (random per forward pass, so a score
 would depend on the RNG draw instead of only on arch, batch and seed; at evaluation DARTS turns it off
@@ -101,16 +103,19 @@ class FactorizedReduce(nn.Module):
         return self.bn(torch.cat([self.conv_1(x), self.conv_2(shifted)], dim=1))
 
 
-def make_op(name: str, c: int, stride: int, affine: bool = True) -> nn.Module:
-    """The op ``name`` on ``c`` channels; a GenotypeError for a name no NDS space has."""
+def make_op(name: str, c: int, stride: int, affine: bool = True, pool_bn: bool = False) -> nn.Module:
+    """The op ``name`` on ``c`` channels; a GenotypeError for a name no NDS space has. ``pool_bn``: a
+    pooling op is followed by BN (as in DARTS's search network)."""
     if name == "skip_connect":
         return nn.Identity() if stride == 1 else FactorizedReduce(c, c, affine)
     if name.startswith(("max_pool_", "avg_pool_")):
         k = {"max_pool_3x3": 3, "max_pool_5x5": 5, "max_pool_7x7": 7, "avg_pool_3x3": 3}.get(name)
         if k is not None:
             if name.startswith("max"):
-                return nn.MaxPool2d(k, stride=stride, padding=k // 2)
-            return nn.AvgPool2d(k, stride=stride, padding=k // 2, count_include_pad=False)
+                pool = nn.MaxPool2d(k, stride=stride, padding=k // 2)
+            else:
+                pool = nn.AvgPool2d(k, stride=stride, padding=k // 2, count_include_pad=False)
+            return nn.Sequential(pool, _bn(c, affine)) if pool_bn else pool
     builders = {
         "sep_conv_3x3": lambda: SepConv(c, 3, stride, 1, affine),
         "sep_conv_5x5": lambda: SepConv(c, 5, stride, 1, affine),
@@ -135,13 +140,14 @@ OP_NAMES = frozenset({"skip_connect", "max_pool_3x3", "max_pool_5x5", "max_pool_
 
 class DartsCell(nn.Module):
     def __init__(self, cell: Cell, c_prev_prev: int, c_prev: int, c: int, reduction: bool, reduction_prev: bool,
-                 affine_ops: bool = True):
+                 affine_ops: bool = True, pool_bn: bool = False):
         super().__init__()
         self.preprocess0 = FactorizedReduce(c_prev_prev, c) if reduction_prev else ReLUConvBN(c_prev_prev, c, 1, 1, 0)
         self.preprocess1 = ReLUConvBN(c_prev, c, 1, 1, 0)
         self.inputs = [src for _, src in cell.pairs]
         self.concat = list(cell.concat)
-        self.ops = nn.ModuleList(make_op(op, c, 2 if reduction and src < 2 else 1, affine_ops) for op, src in cell.pairs)
+        self.ops = nn.ModuleList(make_op(op, c, 2 if reduction and src < 2 else 1, affine_ops, pool_bn)
+                                 for op, src in cell.pairs)
         self.out_channels = len(self.concat) * c
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
@@ -156,7 +162,7 @@ class DartsNetwork(nn.Module):
     """DARTS ``NetworkCIFAR`` (no auxiliary head, no drop path): see the module docstring."""
 
     def __init__(self, genotype: Genotype, width: int, depth: int, num_classes: int, affine_ops: bool = True,
-                 in_channels: int = 3):
+                 in_channels: int = 3, pool_bn: bool = False):
         super().__init__()
         if width < 1 or depth < 1 or num_classes < 1:
             raise ValueError(f"width, depth and num_classes must be >= 1, got {width}, {depth}, {num_classes}")
@@ -170,7 +176,7 @@ class DartsNetwork(nn.Module):
             if reduction:
                 c_curr *= 2
             cell = DartsCell(genotype.reduce if reduction else genotype.normal, c_prev_prev, c_prev, c_curr,
-                             reduction, reduction_prev, affine_ops)
+                             reduction, reduction_prev, affine_ops, pool_bn)
             cells.append(cell)
             reduction_prev = reduction
             c_prev_prev, c_prev = c_prev, cell.out_channels

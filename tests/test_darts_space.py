@@ -72,13 +72,22 @@ def test_nb301_table_as_arch_list_and_ground_truth(data_dir, rows, tmp_path):
         read_arch_list(bad, space)
 
 
-def test_params_equal_the_peers_under_its_bn_option(rows):
-    """The peer (NASLib's NB301 network) keeps the ops' BN without affine parameters."""
-    space, trained = DartsSpace(affine_ops=False), DartsSpace()
-    for i, row in enumerate(rows[::18]):  # 41 cells spread over the table
-        count = sum(p.numel() for p in space.build(row, 10).parameters())
+def test_params_and_flops_equal_the_peers_under_its_bn_option(rows):
+    """The peer (NASLib's NB301 network) keeps DARTS's search-phase ops: BN in ops non-affine, BN after pools."""
+    import torch
+
+    from gradsign.actors import proxies
+
+    space, trained = DartsSpace.peer(), DartsSpace()
+    flops = proxies.get("flops")
+    image, label = torch.zeros(1, 3, 32, 32), torch.zeros(1, dtype=torch.long)
+    for i, row in enumerate(rows[::29]):  # 25 cells spread over the table
+        net = space.build(row, 10)
+        count = sum(p.numel() for p in net.parameters())
         assert count == round(row["params"] * 1e6), Genotype.from_record(row, space.rules).to_text()
-        if i < 3:  # the trained network (affine BN in ops) has more
+        if i % 5 == 0:  # 5 of them: flops (one forward pass each)
+            assert flops(net, image, label) == pytest.approx(row["flops"], abs=1e-6)
+        if i < 3:  # the trained network (affine BN in ops) has more parameters
             assert sum(p.numel() for p in trained.build(row, 10).parameters()) > count
 
 

@@ -4,10 +4,10 @@ The peer table is ``nb301_naslib_725.jsonl`` (NAS-Bench-Suite-Zero's ``zc_nasben
 CIFAR-10). Its ``val_accuracy`` is the NAS-Bench-301 **surrogate model's prediction**, not a trained
 network's accuracy: every "rho(val)" printed here is a correlation with that prediction.
 
-The peer built NASLib's NB301 network (C=32, 8 cells) with the ops' BatchNorm non-affine and scored one
-batch of 32 CIFAR-10 images; ``--bn peer`` (default) builds the same network (``DartsSpace(affine_ops=
-False)``: its parameter counts equal the peer's on all 725 rows), ``--bn trained`` the affine network
-NAS-Bench-301 trained. The batch defaults to the peer's 32; jacob_cov uses the whole batch, as the peer.
+The peer built NASLib's NB301 network (C=32, 8 cells) with DARTS's search-phase ops (BatchNorm inside ops
+non-affine, a BatchNorm after every pooling op) and scored one batch of 32 CIFAR-10 images; ``--bn peer``
+(default) builds the same network (``DartsSpace.peer()``: its params and flops equal the peer's on all 725
+rows), ``--bn trained`` the network NAS-Bench-301 trained (affine BN, no BN after pools). The batch defaults to the peer's 32; jacob_cov uses the whole batch, as the peer.
 Each cell is built as the scorer builds it (``torch.manual_seed(arch_seed(seed, canonical arch))`` then the
 space's build), a fresh network for every proxy. The peer stores synflow as a log: rank correlations are
 unaffected. ``--pick random`` scores a seeded sample of rows instead of the first ``--cells``; every 5 cells
@@ -83,7 +83,7 @@ def main(args, names: list[str], device: torch.device) -> int:
     path = args.jsonl or args.data_dir / PEER_FILE
     rows = pick(read_rows(path), args.cells if args.cells is not None else 725, args.pick, args.pick_seed)
     bn = getattr(args, "bn", None) or "peer"
-    space = DartsSpace(affine_ops=(bn == "trained"))
+    space = DartsSpace() if bn == "trained" else DartsSpace.peer()
     batch = args.batch
     inputs, targets, fingerprint = load_inputs(args.data_dir, "cifar10", batch, args.seed, device)
     print(f"darts (NB301): {len(rows)} rows ({args.pick}), BN in ops {bn}, batch {batch} ({fingerprint}), "
