@@ -127,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--space", choices=("nb201", "nb101", "darts"), default="nb201",
                    help="nb201: naslib_zc_nb201.csv; nb101: nb101_naslib_500.jsonl; darts: nb301_naslib_725.jsonl "
                         "(CIFAR-10; see peer_check_darts.py)")
+    p.add_argument("--from-partial", type=Path, default=None,
+                   help="darts: summarise the rows a cut-short run left in its .partial.json instead of scoring")
     p.add_argument("--bn", choices=("peer", "trained"), default=None,
                    help="darts: BN inside ops non-affine as the peer (default), or affine as NB301 trained")
     p.add_argument("--dataset", default="cifar10", help="cifar10 | cifar100 | imagenet16_120 (or imagenet16-120)")

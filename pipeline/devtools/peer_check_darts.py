@@ -11,7 +11,8 @@ rows), ``--bn trained`` the network NAS-Bench-301 trained (affine BN, no BN afte
 Each cell is built as the scorer builds it (``torch.manual_seed(arch_seed(seed, canonical arch))`` then the
 space's build), a fresh network for every proxy. The peer stores synflow as a log: rank correlations are
 unaffected. ``--pick random`` scores a seeded sample of rows instead of the first ``--cells``; every 5 cells
-the values so far go to ``--json``'s ``.partial.json``, so a long CPU run cut short still leaves numbers.
+the values so far go to ``--json``'s ``.partial.json``, so a long CPU run cut short still leaves numbers
+(``--from-partial FILE`` prints the summary of those rows).
 
     python -m gradsign.pipeline.devtools.peer_check --space darts --cells 100 --proxies synflow,snip,grad_norm,naswot,jacob_cov,gradsign,params --json out.json
 """
@@ -88,8 +89,16 @@ def main(args, names: list[str], device: torch.device) -> int:
     inputs, targets, fingerprint = load_inputs(args.data_dir, "cifar10", batch, args.seed, device)
     print(f"darts (NB301): {len(rows)} rows ({args.pick}), BN in ops {bn}, batch {batch} ({fingerprint}), "
           f"seed {args.seed}, {device}, {torch.get_num_threads()} threads", file=sys.stderr)
-    partial = args.json.with_suffix(".partial.json") if args.json else None
-    values, seconds = score_rows(space, rows, names, inputs, targets, args.seed, device, partial)
+    if getattr(args, "from_partial", None) is not None:  # a run cut short: its rows and values so far
+        done = json.loads(args.from_partial.read_text())
+        by_index = {r.get("index"): r for r in read_rows(path)}
+        rows = [by_index[i] for i in done["rows"]]
+        names = [n for n in names if n in done["values"]]
+        values = {n: [math.nan if v is None else float(v) for v in done["values"][n][:len(rows)]] for n in names}
+        seconds = done["seconds"]
+    else:
+        partial = args.json.with_suffix(".partial.json") if args.json else None
+        values, seconds = score_rows(space, rows, names, inputs, targets, args.seed, device, partial)
     summary = summarise(rows, names, values, seconds)
     accuracy = [float(r["val_accuracy"]) for r in rows]
     for name in names:
