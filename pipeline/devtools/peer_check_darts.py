@@ -10,7 +10,7 @@ non-affine, a BatchNorm after every pooling op) and scored one batch of 32 CIFAR
 rows), ``--bn trained`` the network NAS-Bench-301 trained (affine BN, no BN after pools). The batch defaults to the peer's 32; jacob_cov uses the whole batch, as the peer.
 Each cell is built as the scorer builds it (``torch.manual_seed(arch_seed(seed, canonical arch))`` then the
 space's build), a fresh network for every proxy. The peer stores synflow as a log: rank correlations are
-unaffected. ``--pick random`` scores a seeded sample of rows instead of the first ``--cells``; every 5 cells
+unaffected. ``--pick random`` scores a seeded sample of rows instead of the first ``--cells``; after every cell
 the values so far go to ``--json``'s ``.partial.json``, so a long CPU run cut short still leaves numbers
 (``--from-partial FILE`` prints the summary of those rows).
 
@@ -74,7 +74,7 @@ def score_rows(space: DartsSpace, rows: list[dict], names: Sequence[str], inputs
             seconds[name] += time.perf_counter() - t
             values[name].append(value)
         print(f"  {i + 1}/{len(rows)} cells, {time.perf_counter() - start:.0f} s", file=sys.stderr)
-        if partial is not None and ((i + 1) % 5 == 0 or i + 1 == len(rows)):
+        if partial is not None:
             partial.write_text(json.dumps({"rows": [r.get("index", j) for j, r in enumerate(rows[:i + 1])],
                                            "values": values, "seconds": seconds}, allow_nan=True))
     return values, seconds
