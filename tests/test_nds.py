@@ -120,3 +120,23 @@ def test_nds_network_is_the_darts_network():
     assert sum(p.numel() for p in net.parameters()) == 246_106  # DARTS_V2 at C=16, 8 cells
     with pytest.raises(ValueError, match="sample.size is not supported"):
         space.sample_ids(5, 0)
+
+
+def test_nds_config_shards_the_tables_archs(tmp_path, data_dir):
+    """configs/nds-darts-cifar10.yaml reads the converted table: one shard row per distinct arch."""
+    from gradsign.pipeline.driver.config import resolve
+    from gradsign.pipeline.driver.shards import iter_shards
+
+    recs = [record(DARTS_V2, job=1), record(DARTS_V2, job=2), record(DARTS_V2, width=16, job=3)]
+    out = tmp_path / "DARTS.parquet"
+    _, table = convert(write(tmp_path / "DARTS.json", recs))
+    pq.write_table(table, out)
+    cfg = resolve("configs/nds-darts-cifar10.yaml", [f"data.path={data_dir}/cifar10_train_1000.npz",
+                                                    f"sample.archs={out}", f"ground_truth.path={out}",
+                                                    f"output={tmp_path / 'run'}"])
+    space = spaces.get(cfg["space"])
+    shards = list(iter_shards(cfg, space))
+    assert len(shards) == 1
+    shard = shards[0][1]
+    assert sorted(shard.column("arch").to_pylist()) == sorted(set(table.column("arch").to_pylist()))
+    assert [space.arch_id(a) for a in shard.column("arch").to_pylist()] == shard.column("arch_id").to_pylist()
