@@ -1,19 +1,48 @@
 """``gradsign score CONFIG [--set key=value ...]``, ``gradsign report RUN_DIR``, ``gradsign compare RUN_DIR...``,
 ``gradsign truth nb201 FILE.pth [-o TABLE.parquet]``, ``gradsign truth nds FILE.json [-o TABLE.parquet]``,
-``gradsign search CONFIG [--set key=value ...]``.
+``gradsign search CONFIG [--set key=value ...]``, ``gradsign candidates SOURCE... -o LIST``,
+``gradsign report RUN_DIR --topk-distance D`` (the top-k alone, recomputed).
 
 Exit status: 0 all requested archs scored; 3 the run finished but some archs failed (see summary.json);
 2 bad input (config, data, arch list, ground truth, run folder) - one message, nothing written that
-looks complete; 1 anything unexpected (or no scorer actor could start: one message naming the cause).
+looks complete; 1 anything unexpected (or no scorer actor could start: one message naming the cause);
+130 / 143 stopped by SIGINT (Ctrl-C) / SIGTERM (``score`` and ``search``): one line saying what was
+committed, no traceback, and a run folder the same command resumes (``pipeline/common/interrupt.py``).
+4 the run folder's filesystem refused a write (full: ENOSPC, over quota: EDQUOT, read-only: EROFS) - one
+line naming the folder and the cause; what was committed stays, and the same command resumes.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from pathlib import Path
 
 EXIT_OK, EXIT_CRASH, EXIT_BAD_INPUT, EXIT_FAILED_ARCHS = 0, 1, 2, 3
+EXIT_DISK = 4  # the run folder's filesystem is full, over quota or read-only
+DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+
+
+def disk_error(exc: BaseException) -> OSError | None:
+    """The full-disk / over-quota / read-only error in ``exc`` or its causes, else None."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def disk_message(run_dir, exc: OSError) -> str:
+    """One line: the run folder, the cause (and the file when known), and what to do."""
+    import os
+
+    where = f" writing {exc.filename}" if exc.filename else ""
+    return (f"gradsign: error: run folder {run_dir}: {os.strerror(exc.errno)} ({errno.errorcode[exc.errno]}){where}; "
+            "the committed scores are intact: free space (or make the folder writable) and rerun the same "
+            "command to resume")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -25,9 +54,35 @@ def _parser() -> argparse.ArgumentParser:
                        help="override a config key, e.g. --set sample.size=300 (repeatable)")
     report = sub.add_parser("report", help="recompute summary, top-k, report and plots from stored scores")
     report.add_argument("run_dir")
-    compare = sub.add_parser("compare", help="proxy x dataset correlation table across run folders")
-    compare.add_argument("run_dirs", nargs="+")
+    report.add_argument("--topk-distance", type=int, metavar="D",
+                        help="only recompute the top-k, diverse at distance D, into RUN_DIR/topk-dD.jsonl/.parquet "
+                        "(or --output); the run's own files stay as they are")
+    report.add_argument("--topk-by", nargs="+", metavar="PROXY", help="with the top-k only: rank by these proxies "
+                        "(several: their rank average)")
+    report.add_argument("--topk", type=int, metavar="K", help="with the top-k only: list K archs")
+    report.add_argument("--output", "-o", help="with the top-k only: the list file to write (.jsonl or .parquet)")
+    cand = sub.add_parser("candidates", help="a candidate list (diverse, ensemble-ranked) from a run folder or score "
+                          "tables, without rescoring")
+    cand.add_argument("sources", nargs="+", help="a run folder, or score tables (Parquet/CSV: arch or arch_id + "
+                      "proxy columns); each proxy is read from the first source that has it")
+    cand.add_argument("--by", nargs="+", metavar="PROXY", help="the proxy to rank by; several: their rank average")
+    cand.add_argument("--count", type=int, default=50, help="archs to list (default 50)")
+    cand.add_argument("--min-distance", type=int, metavar="D", help="diverse: each listed arch at least D from "
+                      "every earlier one (the space's distance)")
+    cand.add_argument("--space", help="the space of score tables (default: the run folder's)")
+    cand.add_argument("--output", "-o", required=True, help="the list to write (.jsonl or .parquet)")
+    cand.add_argument("--scores-out", help="also write the joined score table with the ranking column (for "
+                      "`gradsign search --set scores=... --set proxy=p1+p2`)")
+    compare = sub.add_parser("compare", help="proxy x dataset correlation table across run folders or score tables")
+    compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR|[DATASET=]TABLE",
+                         help="run folders, or whole-space score tables (.parquet/.csv, e.g. results/nb201/*.parquet)")
     compare.add_argument("--output", help="also write the Markdown table here")
+    compare.add_argument("--plot", metavar="FILE.png", help="draw the rho table as a heatmap into this PNG")
+    compare.add_argument("--ground-truth", metavar="FILE",
+                         help="accuracies a score table is compared with (e.g. ../shared/data/nb201_accuracy.csv)")
+    compare.add_argument("--column", default="{dataset}_test",
+                         help="ground-truth column of a table, {dataset} filled in (default: {dataset}_test)")
+    compare.add_argument("--space", default="nb201", help="space of the score tables (default: nb201)")
     truth = sub.add_parser("truth", help="convert an official benchmark file into the ground-truth/benchmark table")
     truth_sub = truth.add_subparsers(dest="benchmark", required=True)
     nb201 = truth_sub.add_parser("nb201", help="NAS-Bench-201 v1_0/v1_1 .pth (read once with nas_201_api's classes)")
@@ -60,8 +115,42 @@ def _print_summary(summary: dict, run_dir: Path) -> None:
         print(f"wall {summary['wall_seconds']:.1f} s, {summary.get('archs_per_second') or 0:.3f} archs/s")
 
 
+def _interrupted(what: str) -> int:
+    """The one line an interrupted command ends with; the conventional exit status (130 / 143)."""
+    from gradsign.pipeline.common import interrupt
+
+    print(f"gradsign: interrupted ({interrupt.signal_name()}): {what}", file=sys.stderr, flush=True)
+    return interrupt.exit_status()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in ("score", "search"):  # long commands: Ctrl-C / SIGTERM end with one line
+        from gradsign.pipeline.common import interrupt
+
+        previous = interrupt.install()
+        try:
+            return _main(args)
+        except KeyboardInterrupt as exc:
+            return _interrupted(_interrupt_text(args, exc))
+        finally:
+            interrupt.restore(previous)
+    return _main(args)
+
+
+def _interrupt_text(args: argparse.Namespace, exc: KeyboardInterrupt) -> str:
+    committed, shards, run_dir = (getattr(exc, name, None) for name in ("committed", "shards", "run_dir"))
+    if shards is not None:  # a score run (RunInterrupted) or a search (SearchInterrupted)
+        unit = "shards committed" if args.command == "score" else "tasks finished"
+        again = ("rerun the same command to resume" if args.command == "score"
+                 else "no results written; rerun the same command to run the search again")
+        return f"{committed} of {shards} {unit} in {run_dir}; {again}"
+    if args.command == "score":
+        return "stopped before scoring started; rerun the same command to resume"
+    return "stopped before the search started; rerun the same command to run it"
+
+
+def _main(args: argparse.Namespace) -> int:
     if args.command == "truth":
         from gradsign.pipeline.official.nb201 import main_nb201
 
@@ -74,6 +163,16 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             print(f"gradsign: error: {exc}", file=sys.stderr)
             return EXIT_BAD_INPUT
+    if args.command == "candidates":
+        from gradsign.pipeline.outputs.candidates import main_candidates
+
+        return main_candidates(args.sources, args.space, args.by, args.count, args.min_distance, args.output,
+                               args.scores_out)
+    if args.command == "report" and any(v is not None for v in (args.topk_distance, args.topk_by, args.topk,
+                                                                 args.output)):
+        from gradsign.pipeline.outputs.candidates import main_report_topk
+
+        return main_report_topk(args.run_dir, args.topk, args.topk_by, args.topk_distance, args.output)
     if args.command == "search":
         from gradsign.pipeline.search_runner.runner import main_search
 
@@ -83,20 +182,27 @@ def main(argv: list[str] | None = None) -> int:
     from gradsign.pipeline.driver.run import recompute, run
 
     if args.command == "compare":
-        from gradsign.pipeline.outputs.compare import load, table
+        from gradsign.pipeline.outputs.compare import heatmap, load, table
 
         try:
-            text = table(load([Path(d) for d in args.run_dirs]))
+            summaries = load(args.run_dirs, args.ground_truth, args.column, args.space)
+            text = table(summaries)
+            if args.plot:
+                heatmap(summaries, Path(args.plot))
         except (ValueError, FileNotFoundError) as exc:
             print(f"gradsign: error: {exc}", file=sys.stderr)
             return EXIT_BAD_INPUT
         print(text, end="")
         if args.output:
             Path(args.output).write_text(text)
+        if args.plot:
+            print(f"heatmap: {args.plot}")
         return EXIT_OK
+    run_dir = getattr(args, "run_dir", None)
     try:
         if args.command == "score":
             cfg = config_mod.resolve(args.config, args.overrides)
+            run_dir = cfg["output"]
             result = run(cfg)
             summary, run_dir = result.summary, result.run_dir
         else:
@@ -108,6 +214,12 @@ def main(argv: list[str] | None = None) -> int:
     except ActorStartError as exc:  # no actor could start: nothing lost, the committed shards stay
         print(f"gradsign: error: {exc}", file=sys.stderr)
         return EXIT_CRASH
+    except OSError as exc:  # a full disk is the user's to fix, not a crash: one line, its own status
+        cause = disk_error(exc)
+        if cause is None:
+            raise
+        print(disk_message(run_dir, cause), file=sys.stderr)
+        return EXIT_DISK
     _print_summary(summary, run_dir)
     if summary["archs"]["failed"] or summary["archs"]["missing"]:
         first = summary.get("first_errors") or []

@@ -4,6 +4,8 @@ Rules (the same for every algorithm):
 - ``query(arch)`` charges the arch's training cost plus any proxy cost spent since the last query; if that
   would take the run past its budget, the query does not happen, ``BudgetExhausted`` is raised, and the
   run ends there (so a run never exceeds its budget, and its last query is the last one that fitted).
+  ``exhausted`` records that this happened; a run whose algorithm stopped by itself first (only BOHB with
+  a finite ``iterations`` cap can) has ``exhausted`` False and is reported as ended early.
 - ``best_of(candidates)`` is the G-variant's filter: the best-scored candidate by the proxy; ties go to
   the earliest candidate; a candidate without a score counts as worse than any scored one, so a
   proposal falls back to the first candidate (the one the vanilla algorithm would have drawn) only when
@@ -14,7 +16,9 @@ Rules (the same for every algorithm):
   An arch is charged once per run, the first time it is scored (a search keeps the scores it computed).
 - the incumbent (the pick) is the queried arch with the best signal among the queries the algorithm marks
   eligible (all, except BOHB's lower-budget rungs); ties go to the earliest; with no eligible query yet,
-  among all queries.
+  among all queries. So for RS, REA and REINFORCE the pick is the best signal seen; for BOHB it is the best
+  signal among its max-budget evaluations, which is not the best seen when a lower-rung cell with a higher
+  signal was never promoted (or was promoted only part-way).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ class Trial:
         self.charge = charge
         self.spent = 0.0
         self.proxy_spent = 0.0
+        self.exhausted = False  # a query was refused: the run ended by its budget
         self._pending = 0.0
         self._scored: set[int] = set()
         self.archs: list[int] = []
@@ -83,6 +88,7 @@ class Trial:
         arch = int(arch)
         cost = float(self.bench.cost[arch]) + self._pending
         if self.spent + cost > self.budget:
+            self.exhausted = True
             raise BudgetExhausted
         self.spent += cost
         self.proxy_spent += self._pending

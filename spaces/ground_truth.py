@@ -10,9 +10,16 @@ the architecture, tried in this order:
 Rows join on ``space.key`` (NB201: the canonical arch string; NB101: the hash), never on a position. An
 ``index`` column (the official benchmark index), when present, is carried along.
 
-Several rows with one key (NB101 tables often hold several specs that prune to one graph, or several
-training seeds) are averaged: ``values[key]`` is the mean of the finite values, ``counts[key]`` how many
-rows went into it; ``rows`` is the table's row count.
+Several rows with one key are averaged only when they are repeats of one measurement (NB101 tables often
+hold several specs that prune to one graph, or several training seeds): ``values[key]`` is the mean of the
+finite values, ``counts[key]`` how many rows went into it; ``rows`` is the table's row count. Rows of one
+key that differ in a *label* column (a non-numeric column other than the identifying ones ``arch``,
+``index``, ``matrix``, ``ops``, the space's key column and record fields (DARTS ``normal``/``reduce``), and
+the row names of benchmark files (``job_id``, ``part``, ``*concat``): e.g. ``dataset``) measure different things and
+are never averaged: such a table is refused unless ``where`` selects one value per label
+(``{"dataset": "cifar10"}``: only the rows whose ``dataset`` is ``cifar10`` are read). Numeric columns
+(``seed``, other metrics) may differ between repeats. The identifying columns (and ``arch_id``,
+``official_index``, ``hash``) are refused as the metric.
 
 Other formats plug in by file suffix (``register_reader``): ``gradsign.pipeline.official.nb201`` registers ``.pth``, so an
 official NAS-Bench-201 file given as the path is converted once into such a table and cached.
@@ -151,17 +158,95 @@ def _record_columns(space, names: list[str]) -> list[str]:
     return fields + [c for c in ("concat", "normal_concat", "reduce_concat") if c in names]
 
 
-def load(path: str | Path, column: str, space) -> GroundTruth:
-    """Load ``column`` of the table at ``path``, keyed by ``space.key`` and averaged per key."""
+IDENTIFYING = ("arch", "index", "matrix", "ops", "hash", "arch_id", "official_index")
+# Columns that spell the arch (a space's ``record_fields``: DARTS ``normal``/``reduce``) or name a row of a
+# benchmark file (NDS ``job_id``, ``part``): identifying, never labels or metrics.
+RECORD_IDENTIFYING = ("concat", "normal_concat", "reduce_concat", "naslib_compact", "job_id", "part")
+
+
+def identifying_columns(space) -> set:
+    return {*IDENTIFYING, getattr(space, "key_column", None), *(getattr(space, "record_fields", ()) or ()),
+            *RECORD_IDENTIFYING}
+
+
+def _matches(value, wanted) -> bool:
+    """A cell equals a ``where`` value (YAML gives ``cifar10`` or ``777``; a CSV may hold either type)."""
+    return value == wanted or (value is not None and str(value) == str(wanted))
+
+
+def select_rows(table: pa.Table, where: dict | None, path) -> pa.Table:
+    """The rows whose every ``where`` column holds its value; GroundTruthError naming what is missing."""
+    if not where:
+        return table
+    for name, wanted in where.items():
+        if name not in table.column_names:
+            raise GroundTruthError(f"table {path} has no column {name!r} to select on (where: {where}); its "
+                                   f"columns: {', '.join(table.column_names)}")
+        cells = table.column(name).to_pylist()
+        keep = [_matches(v, wanted) for v in cells]
+        if not any(keep):
+            present = sorted({str(v) for v in cells})
+            raise GroundTruthError(f"table {path}: no row has {name} = {wanted!r} (where: {where}); its values: "
+                                   f"{', '.join(present[:10])}{', ...' if len(present) > 10 else ''}")
+        table = table.filter(pa.array(keep, pa.bool_()))
+    return table
+
+
+def label_columns(table: pa.Table, metric: str, space) -> list[str]:
+    """The columns that say what a row measures (non-numeric, not identifying, not the metric)."""
+    identifying = identifying_columns(space)
+    numeric = (pa.types.is_integer, pa.types.is_floating, pa.types.is_decimal)
+    return [f.name for f in table.schema if f.name not in identifying and f.name != metric
+            and not any(test(f.type) for test in numeric) and not pa.types.is_null(f.type)]
+
+
+def check_one_meaning(table: pa.Table, keys: list, metric: str, space, path, describe=str) -> None:
+    """Refuse rows of one key that differ in a label column (they measure different things): one message
+    naming the column, an example key and the values, and how to select one (``where``)."""
+    labels = label_columns(table, metric, space)
+    if not labels:
+        return
+    cells = [table.column(c).to_pylist() for c in labels]
+    first: dict = {}
+    differing: dict[str, tuple] = {}  # label column -> (key, one value, another value)
+    conflicts = 0
+    for row, key in enumerate(keys):
+        if key is None:
+            continue
+        values = tuple(column[row] for column in cells)
+        seen = first.setdefault(key, values)
+        if seen != values:
+            conflicts += 1
+            for name, a, b in zip(labels, seen, values):
+                if a != b:
+                    differing.setdefault(name, (key, a, b))
+    if not differing:
+        return
+    name, (key, a, b) = next(iter(differing.items()))
+    choices = sorted({str(v) for v in table.column(name).to_pylist()})
+    raise GroundTruthError(
+        f"table {path} has rows with different meanings for one arch, which are not averaged: "
+        f"{describe(key)} has a row with {name} = {a!r} and one with {name} = {b!r} ({conflicts} such rows; "
+        f"differing column(s): {', '.join(differing)}). Select one value, e.g. where: {{{name}: {a}}} "
+        f"(values of {name}: {', '.join(choices[:10])}{', ...' if len(choices) > 10 else ''})")
+
+
+def load(path: str | Path, column: str, space, where: dict | None = None) -> GroundTruth:
+    """Load ``column`` of the table at ``path`` (only the rows ``where`` selects), keyed by ``space.key``
+    and averaged per key over repeats of one measurement (see the module docstring)."""
     table = read_table(path)
-    structural = {"arch", "index", "matrix", "ops", getattr(space, "key_column", None),
-                  *getattr(space, "record_fields", ()), "concat", "normal_concat", "reduce_concat"}
-    metrics = [c for c in table.column_names if c not in structural]
+    identifying = identifying_columns(space)
+    metrics = [c for c in table.column_names if c not in identifying]
+    if column in identifying:
+        raise GroundTruthError(f"ground-truth column {column!r} of {path} identifies rows, it is not a metric; "
+                               f"its metric columns: {', '.join(metrics)}")
     if column not in table.column_names:
         raise GroundTruthError(
             f"ground-truth table {path} has no column {column!r}; its metric columns: {', '.join(metrics)}"
         )
+    table = select_rows(table, where, f"{path} (ground truth)")
     keys = _row_keys(table, path, space)
+    check_one_meaning(table, keys, column, space, f"{path} (ground truth)")
     try:
         values = pc.cast(table.column(column), pa.float64()).to_pylist()
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:

@@ -142,6 +142,20 @@ class NB101Space(Space):
             return self.canonical(record["arch"])
         return self.canonical(as_spec(dict(record)))
 
+    def distance_features(self, arch_ids) -> np.ndarray:
+        """The distance codes (``spaces/distance.py``) of each arch's representative spec: ``distance_codes``."""
+        ids = np.asarray(arch_ids, np.int64)
+        out = np.zeros((ids.size, DISTANCE_CODES), np.int8)
+        for row, arch_id in enumerate(ids.tolist()):
+            out[row] = distance_codes(self.spec_by_id(arch_id))
+        return out
+
+    def distance(self, a, b) -> int:
+        """The stand-in distance of ``distance_features`` between two archs (any spelling)."""
+        from .distance import distance
+
+        return distance(self, a, b)
+
     def build(self, arch, num_classes: int) -> nn.Module:
         """The network at initialisation, drawn from the current torch RNG state."""
         if int(num_classes) < 1:
@@ -150,6 +164,26 @@ class NB101Space(Space):
 
     def sample_ids(self, size: int, seed: int) -> Sequence[int]:
         return super().sample_ids(size, seed)
+
+
+DISTANCE_CODES = 26  # 21 adjacency bits of 7 slots + 5 interior ops
+
+
+def distance_codes(spec: Spec) -> np.ndarray:
+    """NB101's distance (a documented stand-in for a graph edit distance): the spec laid out on 7 vertex
+    slots (input in slot 0, the interior vertices in slots 1.. in the spec's order, the output in slot 6),
+    coded as its 21 upper-triangular adjacency bits followed by the op of each of the 5 interior slots
+    (``OPS`` index, or 3 for an empty slot); two archs' distance is the number of these 26 codes that differ.
+    Given representative specs (one per graph), the distance is 0 exactly for the same graph. It is not
+    minimised over vertex relabellings: it counts edge flips and op changes of the laid-out specs, an
+    upper bound on their graph edit distance, not the true minimum."""
+    v = spec.num_vertices
+    slot = [*range(v - 1), 6]  # vertex -> slot
+    adjacency = np.zeros((7, 7), np.int8)
+    adjacency[np.ix_(slot, slot)] = np.asarray(spec.matrix, np.int8)
+    ops = np.full(5, len(OPS), np.int8)
+    ops[: v - 2] = [OPS.index(op) for op in spec.ops[1:-1]]
+    return np.concatenate([adjacency[np.triu_indices(7, 1)], ops])
 
 
 def trainable_parameters(net: nn.Module) -> int:

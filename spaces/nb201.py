@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator, Sequence
 
 if TYPE_CHECKING:
+    import numpy as np
     from torch import nn
 
 OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
@@ -151,6 +152,21 @@ class NB201Space:
 
     def key_by_id(self, arch_id: int) -> str:
         return self.arch(arch_id)
+
+    def distance_features(self, arch_ids) -> "np.ndarray":
+        """Each cell's 6 edge ops as op indices (n x 6, int8, arch-string edge order): the distance of two
+        cells (``spaces/distance.py``) is the number of edges whose op differs, 0..6."""
+        import numpy as np
+
+        ids = np.asarray(arch_ids, np.int64)
+        if ids.size and (ids.min() < 0 or ids.max() >= SIZE):
+            raise ArchError(f"NB201 arch_id must be in [0, {SIZE})")
+        weights = len(OPS) ** np.arange(NUM_EDGES - 1, -1, -1)
+        return ((ids[:, None] // weights[None, :]) % len(OPS)).astype(np.int8)
+
+    def distance(self, a: str, b: str) -> int:
+        """The number of edges whose op differs between cells ``a`` and ``b`` (0..6)."""
+        return sum(x != y for x, y in zip(Cell.parse(a).ops, Cell.parse(b).ops))
 
     def build(self, arch: str, num_classes: int) -> nn.Module:
         """The network at initialisation, drawn from the current torch RNG state (PyTorch defaults)."""

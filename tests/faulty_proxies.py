@@ -98,3 +98,27 @@ def make_sleeps(seconds: float = 2.0):
         time.sleep(seconds)
         return _params(net)
     return proxy
+
+
+_CALLS = {"fills_disk": 0}
+
+
+@register("fills_disk")
+def make_fills_disk(path: str = "", at_call: int = 1):
+    """On its ``at_call``-th call in this process, fills the filesystem holding ``path`` (a real file
+    written until the OS says ENOSPC): the next write there fails as on a full disk."""
+    def proxy(net, inputs, targets):
+        _CALLS["fills_disk"] += 1
+        if path and _CALLS["fills_disk"] == at_call:
+            import errno
+
+            with open(path, "ab") as out:
+                try:
+                    while True:
+                        out.write(b"\0" * 65536)
+                        out.flush()
+                except OSError as exc:
+                    if exc.errno != errno.ENOSPC:
+                        raise
+        return _params(net)
+    return proxy

@@ -142,6 +142,20 @@ def test_read_run_reads_committed_scores(data_dir):
         gradsign.read_run(data_dir)
 
 
+def test_read_run_refuses_a_score_file_of_other_archs(tmp_path, data_dir):
+    """A restore gone wrong (one score file copied over another) is refused, naming the file."""
+    import shutil
+
+    import gradsign
+    from gradsign.pipeline.driver.shards import ScoreFileError
+
+    run = tmp_path / "run"
+    shutil.copytree(data_dir.parent / "runs" / "nb201-cifar10-gradsign", run)
+    shutil.copyfile(run / "scores" / "part-00002.parquet", run / "scores" / "part-00001.parquet")
+    with pytest.raises(ScoreFileError, match="part-00001.parquet failed verification"):
+        gradsign.read_run(run)
+
+
 def _python_outside_checkout(code: str, tmp_path: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     return subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=env,

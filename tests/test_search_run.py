@@ -166,3 +166,166 @@ def test_bad_warm_start_line_and_run_folder_without_scores(data_dir, tmp_path):
     (tmp_path / "empty" / "config.yaml").write_text("name: x\n")
     with pytest.raises(search_run.ScoreTableError, match="has no committed scores"):
         search_run.load_scores(tmp_path / "empty", ["gradsign"], nb)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The output folder: one search at a time, and a config.yaml only beside the results of that config.
+
+REPO = Path(__file__).resolve().parents[1]
+_CLI = "import sys; from gradsign.pipeline.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+def _holder_pid(out: Path) -> int | None:
+    try:
+        return json.loads((out / "driver.lock").read_text()).get("pid")
+    except (OSError, ValueError):
+        return None
+
+
+def _describes_its_results(out: Path) -> bool:
+    """A folder with a config.yaml holds exactly that config's results (no config: no finished search)."""
+    if not (out / "config.yaml").exists():
+        return True
+    cfg = search_config.resolve(out / "config.yaml")
+    summary = json.loads((out / "summary.json").read_text())
+    runs = pq.read_table(out / "runs.parquet")
+    labels = [v.label for v in search_run.variants(cfg)]
+    return (list(summary["variants"]) == labels and summary["runs"] == cfg["runs"]
+            and summary["budget_seconds"] == cfg["budget_seconds"] and runs.num_rows == len(labels) * cfg["runs"])
+
+
+def test_a_second_search_is_refused_and_a_killed_one_leaves_no_stale_config(data_dir, tmp_path, capsys):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    first = search_run.run(_cfg(data_dir, tmp_path, "algorithm=rea", "runs=4", "budget_seconds=2000",
+                                "ray.num_workers=0"))
+    assert _describes_its_results(first.output)
+    before = (out / "config.yaml").read_text()
+    # a long second search (BOHB x 300 runs, in its own process) on the same folder
+    args = ["search", SMOKE]
+    for s in _sets(data_dir, tmp_path, "algorithm=bohb", "proxy=null", "runs=300", "budget_seconds=12000",
+                   "ray.num_workers=0"):
+        args += ["--set", s]
+    proc = subprocess.Popen([sys.executable, "-c", _CLI, *args], cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while _holder_pid(out) != proc.pid and (out / "config.yaml").read_text() == before:  # (old code: no lock)
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read().decode()
+            time.sleep(0.05)
+        # a third search on the folder while the second holds it: refused, with one message naming the holder
+        third = ["search", SMOKE]
+        for s in _sets(data_dir, tmp_path, "algorithm=random", "runs=2", "ray.num_workers=0"):
+            third += ["--set", s]
+        capsys.readouterr()
+        assert main(third) == 2
+        err = capsys.readouterr().err.strip()
+        assert "is held by another driver" in err and f"pid {proc.pid}" in err and "\n" not in err, err
+        assert proc.poll() is None  # the second search is still computing: kill it there
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert _describes_its_results(out)  # the killed search's config never sits beside other results
+    assert not (out / "summary.json").exists() or (out / "config.yaml").exists()
+    # killed while computing (it writes nothing before its results are all in memory): the first search's
+    # folder is as it was
+    assert (out / "config.yaml").read_text() == before
+    assert json.loads((out / "summary.json").read_text())["runs"] == 4
+    # the kernel dropped the killed holder's lock: the folder is usable at once
+    again = search_run.run(_cfg(data_dir, tmp_path, "algorithm=random", "runs=3", "budget_seconds=1500",
+                                "ray.num_workers=0"))
+    assert _describes_its_results(again.output) and again.summary["runs"] == 3
+
+
+def test_output_into_a_score_run_folder_is_refused(data_dir, tmp_path, capsys):
+    folder = _write_run_folder(tmp_path / "run", data_dir)
+    args = ["search", SMOKE]
+    for s in _sets(data_dir, tmp_path, "ray.num_workers=0", f"output={folder}"):
+        args += ["--set", s]
+    assert main(args) == 2
+    assert "is a `gradsign score` run folder" in capsys.readouterr().err
+    assert (folder / "config.yaml").read_text() == "name: tiny\nproxies: [gradsign]\n"
+
+
+# ----------------------------------------------------------------------------------------------------
+# Benchmark cost as a sum of columns; the committed results' configs
+
+
+def test_query_cost_may_be_the_sum_of_columns(data_dir, tmp_path):
+    import pyarrow.csv as pacsv
+
+    table = pacsv.read_csv(data_dir / "nb201_cifar10_hp12.csv")
+    extra = np.linspace(1.0, 9.0, table.num_rows)  # a stand-in validation-time column
+    path = tmp_path / "hp12.parquet"
+    pq.write_table(table.append_column("valid_seconds_12ep", pa.array(extra)), path)
+    nb = spaces.get("nb201")
+    ids = np.array([nb.arch_id(a) for a in table.column("arch").to_pylist()])
+    train = table.column("train_seconds_12ep").to_numpy()
+    one = search_run.load_benchmark(_cfg(data_dir, tmp_path, f"benchmark.search.path={path}"), nb)
+    assert np.array_equal(one.cost[ids], train)  # the single-column form is unchanged
+    for form in ("[train_seconds_12ep, valid_seconds_12ep]", "train_seconds_12ep + valid_seconds_12ep"):
+        cfg = _cfg(data_dir, tmp_path, f"benchmark.search.path={path}", f"benchmark.search.cost={form}",
+                   "algorithm=random", "runs=2", "budget_seconds=600", "ray.num_workers=0")
+        bench = search_run.load_benchmark(cfg, nb)
+        assert np.allclose(bench.cost[ids], train + extra)
+    result = search_run.run(cfg)
+    assert "charged `train_seconds_12ep` + `valid_seconds_12ep` simulated seconds" in \
+        (result.output / "report.md").read_text()
+    assert all(r["simulated_seconds"] <= 600 for r in pq.read_table(result.output / "runs.parquet").to_pylist())
+    for form, message in (("[]", "must be a column name, a list"), ("a + a", "names a column twice"),
+                          ("5", "must be a column name")):
+        with pytest.raises(ConfigError, match=message):
+            _cfg(data_dir, tmp_path, f"benchmark.search.cost={form}")
+    with pytest.raises(search_run.ScoreTableError, match="has no column 'valid_seconds_12ep'"):
+        search_run.load_benchmark(_cfg(data_dir, tmp_path, "benchmark.search.cost=[train_seconds_12ep, "
+                                       "valid_seconds_12ep]"), nb)
+
+
+COMMITTED = sorted((REPO / "results" / "search").glob("*/config.yaml"))
+
+
+def test_every_committed_search_config_loads_and_reruns_as_written(data_dir, tmp_path, monkeypatch):
+    """Each results/search/*/config.yaml, as written, from a project root with ../shared beside it: loads,
+    names only relative inputs that exist and load, describes the summary beside it; one reruns (2 runs)."""
+    assert len(COMMITTED) >= 8
+    root = tmp_path / "root"
+    (root / "work").mkdir(parents=True)
+    (root / "shared").symlink_to(data_dir.parent)  # ../shared, wherever the data lives
+    (root / "work" / "results").symlink_to(REPO / "results")
+    monkeypatch.chdir(root / "work")
+    nb = spaces.get("nb201")
+    benchmarks: dict = {}
+    for path in COMMITTED:
+        where = path.relative_to(REPO)
+        cfg = search_config.resolve(where)
+        bench = cfg["benchmark"]
+        inputs = [cfg["scores"], cfg["warm_start"]["path"], bench["search"]["path"], bench["final"]["path"]]
+        for item in filter(None, inputs):
+            assert not Path(item).is_absolute() and Path(item).exists(), (where, item)
+        assert not Path(cfg["output"]).is_absolute(), where
+        summary = json.loads((path.parent / "summary.json").read_text())
+        labels = [v.label for v in search_run.variants(cfg)]
+        assert list(summary["variants"]) == labels and summary["runs"] == cfg["runs"], where
+        assert summary["budget_seconds"] == cfg["budget_seconds"] and summary["seed"] == cfg["seed"], where
+        # the inputs load as the runner loads them
+        key = (bench["search"]["path"], bench["final"]["path"], str(bench["search"]["cost"]))
+        if key not in benchmarks:
+            benchmarks[key] = search_run.load_benchmark(cfg, nb)
+        scores = search_run.load_scores(cfg["scores"], cfg["proxy"], nb)
+        assert {name: s.coverage for name, s in scores.items()} == \
+            {name: c["scored"] for name, c in summary["scores"].items()}, where
+        if cfg["warm_start"]["path"]:
+            assert len(search_run.load_warm(cfg["warm_start"]["path"], cfg["warm_start"]["count"], nb)) == \
+                cfg["warm_start"]["count"]
+    where = Path("results/search/naswot-warm/config.yaml")
+    small = search_config.resolve(where, ["runs=2", "ray.num_workers=0", "progress=false",
+                                          f"output={tmp_path / 'rerun'}"])
+    result = search_run.run(small)
+    assert list(result.summary["variants"]) == [v.label for v in search_run.variants(small)]

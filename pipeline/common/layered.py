@@ -120,3 +120,13 @@ def layered(defaults: dict, merge, check, path: str | Path | None, overrides: It
         keys, value = parse_override(text)
         merge(cfg, _nest(keys, value))
     return check(_expand(cfg))
+
+
+def check_where(where, key: str) -> None:
+    """``where`` is null or a mapping of column name -> one scalar value (a row selection)."""
+    if where is None:
+        return
+    if not isinstance(where, dict) or not where or not all(
+            isinstance(k, str) and isinstance(v, (str, int, float, bool)) for k, v in where.items()):
+        raise ConfigError(f"config key {key!r} must map column names to one value each "
+                          f"(e.g. {{dataset: cifar10}}), got {where!r}")

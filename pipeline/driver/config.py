@@ -12,7 +12,7 @@ from typing import Any, Iterable
 
 import yaml
 
-from ..common.layered import ConfigError, check_number, layered, merge
+from ..common.layered import ConfigError, check_number, check_where, layered, merge
 
 DEFAULT_DATA_DIR = "../shared/data"
 
@@ -25,7 +25,9 @@ DEFAULTS: dict[str, Any] = {
     "proxies": ["gradsign"],
     "proxy_options": {},
     "plugins": [],
-    "ground_truth": {"path": None, "column": None},
+    # where: {column: value} selects the table's rows (e.g. {dataset: cifar10}); rows of one arch that
+    # differ in a label column are refused unless selected (spaces/ground_truth.py)
+    "ground_truth": {"path": None, "column": None, "where": None},
     "ray": {
         "address": None,
         "num_actors": 2,
@@ -37,12 +39,14 @@ DEFAULTS: dict[str, Any] = {
         "object_store_mb": 512,
         "actor_start_timeout_s": 600,
         # a running shard is stopped past max(min_s, factor x rows x p99 seconds per arch so far);
-        # before any arch was measured, past initial_s
-        "shard_timeout": {"initial_s": 1800, "min_s": 120, "factor": 20},
+        # before any arch was measured, past max(initial_s, initial_per_arch_s x rows)
+        # (72 s an arch: the old 1800 s for a shard of the default 25 rows)
+        "shard_timeout": {"initial_s": 1800, "initial_per_arch_s": 72, "min_s": 120, "factor": 20},
     },
     "shard_size": 25,
     "topk": 50,
-    "topk_by": None,
+    "topk_by": None,  # a proxy, or a list of proxies (their rank average); default: the first proxy
+    "topk_min_distance": None,  # null, or d: a diverse top-k (pipeline/outputs/ranking.py); not a score key
     "seed": 0,
     "precision": "fp32",
     "retry_failed": True,
@@ -66,6 +70,11 @@ def validate(cfg: dict) -> dict:
     for key in ("data.seed", "sample.seed", "seed", "topk", "ray.max_restarts"):
         check_number(cfg, key, 0 if key != "ray.max_restarts" else -1, integer=True)
     check_number(cfg, "sample.size", 1, integer=True, optional=True)
+    check_number(cfg, "topk_min_distance", 0, integer=True, optional=True)
+    by = cfg["topk_by"]
+    if by is not None and not (isinstance(by, str) and by) and not (
+            isinstance(by, list) and by and all(isinstance(p, str) and p for p in by) and len(set(by)) == len(by)):
+        raise ConfigError(f"config key 'topk_by' must be null, a proxy name or a list of distinct proxy names, got {by!r}")
     for key in ("num_cpus_per_actor", "num_gpus_per_actor"):
         value = cfg["ray"][key]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
@@ -94,6 +103,7 @@ def validate(cfg: dict) -> dict:
     gt = cfg["ground_truth"]
     if (gt["path"] is None) != (gt["column"] is None):
         raise ConfigError("'ground_truth.path' and 'ground_truth.column' go together: set both or neither")
+    check_where(gt["where"], "ground_truth.where")
     check_number(cfg, "ray.actor_start_timeout_s", 0, low_open=True)
     for key in cfg["ray"]["shard_timeout"]:
         check_number(cfg, f"ray.shard_timeout.{key}", 0, low_open=True)

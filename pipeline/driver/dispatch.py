@@ -17,7 +17,7 @@ Rules (the invariants the tests hold):
   after ``max_shard_attempts``, the task's rows are recorded as failed with that error: never a crash of
   the run, never a retry without end;
 - a time-out: a running task is stopped (its actor killed) past ``max(min_s, factor x rows x p99 seconds
-  per arch measured so far)``, or ``initial_s`` before any measurement;
+  per arch measured so far)``, or ``max(initial_s, initial_per_arch_s x rows)`` before any measurement;
 - every actor, first or replacement, answers a probe before it gets work; the probe runs in its own
   concurrency group, so it never waits behind the actor's queued shards. When no actor can start
   (unschedulable, its constructor raises), the run stops at once with ``ActorStartError`` naming the cause.
@@ -189,8 +189,8 @@ class Dispatcher:
 
     def _time_limit(self, task: Task) -> float:
         t = self.r["shard_timeout"]
-        if not self.per_arch_seconds:
-            return float(t["initial_s"])
+        if not self.per_arch_seconds:  # nothing measured yet: the first limit grows with the task's rows
+            return max(float(t["initial_s"]), t["initial_per_arch_s"] * len(task.positions))
         p99 = float(np.percentile(self.per_arch_seconds, 99))
         return max(float(t["min_s"]), t["factor"] * p99 * len(task.positions))
 
@@ -291,6 +291,12 @@ class Dispatcher:
                 self._finished(ref)
             self._check_time_limits()
         return self.devices
+
+    def stop(self) -> None:
+        """Kill every actor at once (an interrupted run): work in flight is dropped, never committed."""
+        for slot in self.slots:
+            self._kill(slot.actor)
+        self.slots, self.in_flight = [], {}
 
 
 def failed_rows(shard: pa.Table, schema: pa.Schema, error: str) -> pa.Table:

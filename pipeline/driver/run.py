@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,13 +30,25 @@ from gradsign.pipeline.driver import identity
 from gradsign.pipeline.driver.dispatch import Dispatcher, ShardJob
 from gradsign.pipeline.driver.identity import RunFolderError  # noqa: F401  (re-exported: callers catch it from here)
 from gradsign.pipeline.driver.data import dataset_info, load_batch
+from gradsign.pipeline.common import interrupt
 from gradsign.pipeline.common.lock import hold_run_folder
 from gradsign.pipeline.driver.progress import Progress
+from gradsign.pipeline.outputs.candidates import check_topk
 from gradsign.pipeline.outputs.reducer import Reducer
 from gradsign.pipeline.outputs.report import write_outputs
-from gradsign.pipeline.common.atomic import write_atomic, write_text_atomic
-from gradsign.pipeline.driver.shards import iter_shards, part_name, read_arch_list, read_complete, remove_temporaries
+from gradsign.pipeline.common.atomic import write_atomic, write_atomic_with_digest, write_text_atomic
+from gradsign.pipeline.driver.shards import (REJECTED, ScoreFileError, digest_path, iter_shards, part_name,
+                                             read_arch_list, read_complete, remove_temporaries, verify_scores)
 from gradsign.pipeline.driver.space_cache import get_space
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """A run stopped by Ctrl-C or SIGTERM after its cleanup (actors killed, Ray shut down, lock released):
+    ``committed`` of ``shards`` score files are complete in ``run_dir``; the same command resumes it."""
+
+    def __init__(self, run_dir: Path, committed: int, shards: int):
+        super().__init__(f"{committed} of {shards} shards committed in {run_dir}")
+        self.run_dir, self.committed, self.shards = run_dir, committed, shards
 
 
 @dataclass
@@ -70,13 +83,23 @@ def prepare(cfg: dict) -> tuple[dict, Path, list[int] | None]:
         except TypeError as exc:
             raise config_mod.ConfigError(f"proxy_options.{name}: {exc}") from None
     space = get_space(cfg["space"])  # plugins above may register it; NB101's table from the user's cache
+    check_sample_size(cfg, space)
     dataset_info(cfg["dataset"])
     arch_ids = None
     if cfg["sample"]["archs"] is not None:  # a malformed line fails here, before any file is made
         arch_ids = read_arch_list(cfg["sample"]["archs"], space)
-    if cfg["topk_by"] is not None and cfg["topk_by"] not in cfg["proxies"]:
-        raise config_mod.ConfigError(f"topk_by {cfg['topk_by']!r} is not one of proxies {cfg['proxies']}")
+    check_topk(cfg, space)
     return cfg, Path(cfg["output"]), arch_ids
+
+
+def check_sample_size(cfg: dict, space) -> None:
+    """Refuse a ``sample.size`` larger than the space: it would silently score the whole space (a typo
+    costing hours) under an identity that then refuses ``sample.size: null`` for the same cells."""
+    size = cfg["sample"]["size"]
+    if size is not None and size > len(space):
+        raise config_mod.ConfigError(
+            f"sample.size {size} is larger than space {cfg['space']!r} ({len(space)} archs): set "
+            f"sample.size: null to score the whole space, or at most {len(space)}")
 
 
 def _load_batch(cfg: dict):
@@ -124,6 +147,7 @@ def _start_ray(cfg: dict) -> bool:
                  logging_level="warning", object_store_memory=cfg["ray"]["object_store_mb"] * 2**20)
     else:
         ray.init(address=address, logging_level="warning")
+    interrupt.reinstall()  # ray.init replaced the CLI's SIGTERM handler with its own
     return True
 
 
@@ -154,7 +178,8 @@ def run(cfg: dict) -> RunResult:
     batch = _load_batch(cfg)
     truth = None
     if cfg["ground_truth"]["path"] is not None:
-        truth = gt_loader.load(cfg["ground_truth"]["path"], cfg["ground_truth"]["column"], space)
+        truth = gt_loader.load(cfg["ground_truth"]["path"], cfg["ground_truth"]["column"], space,
+                               cfg["ground_truth"]["where"])
 
     lock = hold_run_folder(run_dir)  # one driver per run folder: a second one is refused here (pipeline/common/lock.py)
     try:
@@ -163,19 +188,28 @@ def run(cfg: dict) -> RunResult:
         (run_dir / "scores").mkdir(exist_ok=True)
         remove_temporaries(run_dir)  # half-written files of a run that was killed
         schema = score_schema(cfg["proxies"], spaces.key_column(space))
-        reducer = Reducer(cfg["proxies"], space, truth, cfg["topk"], cfg["topk_by"])
+        reducer = Reducer(cfg["proxies"], space, truth, cfg["topk"], cfg["topk_by"], cfg["topk_min_distance"])
 
         # Stream the shards: write each input shard; keep only the jobs still to score (input rows are read
         # again from disk when a job goes out, so the driver's memory stays flat however large the space).
         jobs: list[ShardJob] = []
-        requested = retried = shards = 0
+        requested = retried = shards = adopted = 0
+        rejected: list[str] = []
         for index, shard in iter_shards(cfg, space):
             requested += shard.num_rows
             shards += 1
             shard_path = run_dir / "shards" / part_name(index)
-            if read_complete(shard_path, shard.num_rows) is None:
+            on_disk = read_complete(shard_path, shard.num_rows)
+            if on_disk is None or not on_disk.equals(shard):  # the config decides a shard's rows, not the disk
                 write_atomic(shard, shard_path)
-            done = read_complete(run_dir / "scores" / part_name(index), shard.num_rows, schema)
+            found = verify_scores(run_dir, index, shard, schema, spaces.key_column(space))
+            if found.problem is not None:  # never trusted: set aside, scored again below
+                _set_aside(run_dir, index, found.problem)
+                rejected.append(part_name(index))
+            elif found.legacy:  # written before digests existed, and its archs check out: record its digest
+                write_text_atomic(digest_path(run_dir, index), f"{found.sha256}  {part_name(index)}\n")
+                adopted += 1
+            done = found.table
             failed = [] if done is None else [k for k, e in enumerate(done.column("error").to_pylist()) if e is not None]
             if done is not None and (not failed or not cfg["retry_failed"]):
                 reducer.add(done)
@@ -210,6 +244,9 @@ def run(cfg: dict) -> RunResult:
             "shards": shards,
             "shards_resumed": resumed,
             "failed_rows_retried": retried,
+            "score_files_rejected": len(rejected),
+            "rejected_files": rejected[:20],
+            "score_files_adopted": adopted,
             "num_actors": cfg["ray"]["num_actors"],
             "devices": sorted(set(devices)),
             "dispatch_events": events[:20],
@@ -217,9 +254,30 @@ def run(cfg: dict) -> RunResult:
                      "fingerprint": batch.fingerprint},
         }
         summary = write_outputs(run_dir, cfg, reducer, facts)
+    except KeyboardInterrupt:  # the finally blocks above ran: actors killed, Ray shut down
+        committed = len(list((run_dir / "scores").glob("part-*.parquet")))
+        raise RunInterrupted(run_dir, committed, _shards_requested(cfg, space, arch_ids)) from None
     finally:
         lock.release()
     return RunResult(run_dir, summary)
+
+
+def _shards_requested(cfg: dict, space, arch_ids: list[int] | None) -> int:
+    """How many shards the config asks for (what ``iter_shards`` yields), without listing the archs."""
+    size = cfg["sample"]["size"]
+    count = len(arch_ids) if arch_ids is not None else min(size, len(space)) if size is not None else len(space)
+    return math.ceil(count / cfg["shard_size"])
+
+
+def _set_aside(run_dir: Path, index: int, problem: str) -> None:
+    """Move a score file that failed verification to ``rejected/`` (so no reader takes it), drop its
+    digest, and say so on stderr; the shard is then scored again."""
+    name = part_name(index)
+    (run_dir / REJECTED).mkdir(exist_ok=True)
+    os.replace(run_dir / "scores" / name, run_dir / REJECTED / name)
+    digest_path(run_dir, index).unlink(missing_ok=True)
+    print(f"gradsign: warning: {run_dir / 'scores' / name} failed verification: {problem}; moved to "
+          f"{run_dir / REJECTED / name} and scored again", file=sys.stderr)
 
 
 def _shard_loader(run_dir: Path, index: int, rows: int):
@@ -242,7 +300,7 @@ def _dispatch(cfg, run_dir, batch, num_classes, jobs, schema, reducer, progress)
     images_ref, labels_ref = ray.put(batch.images), ray.put(batch.labels)
 
     def commit(index: int, table: pa.Table) -> None:
-        write_atomic(table, run_dir / "scores" / part_name(index))
+        write_atomic_with_digest(table, run_dir / "scores" / part_name(index), digest_path(run_dir, index))
         reducer.add(table)
         progress.update(table.num_rows, failed=reducer.failed)
 
@@ -250,7 +308,11 @@ def _dispatch(cfg, run_dir, batch, num_classes, jobs, schema, reducer, progress)
                             key_column=spaces.key_column(get_space(cfg["space"])))
     for job in jobs:
         dispatcher.add(job)
-    devices = dispatcher.run()
+    try:
+        devices = dispatcher.run()
+    except KeyboardInterrupt:  # Ctrl-C / SIGTERM: end the actors now, also on a cluster we only joined
+        dispatcher.stop()
+        raise
     return devices, dispatcher.events
 
 
@@ -265,18 +327,27 @@ def recompute(run_dir: Path) -> dict:
     space = get_space(cfg["space"])
     truth = None
     if cfg["ground_truth"]["path"] is not None:
-        truth = gt_loader.load(cfg["ground_truth"]["path"], cfg["ground_truth"]["column"], space)
+        truth = gt_loader.load(cfg["ground_truth"]["path"], cfg["ground_truth"]["column"], space,
+                               cfg["ground_truth"]["where"])
     schema = score_schema(cfg["proxies"], spaces.key_column(space))
-    reducer = Reducer(cfg["proxies"], space, truth, cfg["topk"], cfg["topk_by"])
+    reducer = Reducer(cfg["proxies"], space, truth, cfg["topk"], cfg["topk_by"], cfg["topk_min_distance"])
     requested = 0
+    bad: list[str] = []
     for index, shard in iter_shards(cfg, space):
         requested += shard.num_rows
-        done = read_complete(run_dir / "scores" / part_name(index), shard.num_rows, schema)
-        if done is not None:
-            reducer.add(done)
+        found = verify_scores(run_dir, index, shard, schema, spaces.key_column(space))
+        if found.problem is not None:
+            bad.append(f"{run_dir / 'scores' / part_name(index)} ({found.problem})")
+        elif found.table is not None:
+            reducer.add(found.table)
+    if bad:
+        raise ScoreFileError(f"refusing to summarise {run_dir}: {len(bad)} score file(s) failed verification: "
+                             + "; ".join(bad[:3]) + ("; ..." if len(bad) > 3 else "")
+                             + ". Rerun `gradsign score` with this folder's config to score them again")
     previous = run_dir / "summary.json"
     facts = json.loads(previous.read_text()) if previous.is_file() else {}
     keep = ("wall_seconds", "archs_this_run", "archs_per_second", "shards", "shards_resumed",
-            "failed_rows_retried", "num_actors", "devices", "dispatch_events", "data")
+            "failed_rows_retried", "score_files_rejected", "rejected_files", "score_files_adopted", "num_actors",
+            "devices", "dispatch_events", "data")
     facts = {k: facts[k] for k in keep if k in facts}
     return write_outputs(run_dir, cfg, reducer, {"requested": requested, **facts})

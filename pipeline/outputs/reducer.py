@@ -5,6 +5,10 @@ failed, yet its other proxies' values are used); a proxy's value enters correlat
 when it is finite and its gradients had no non-finite entries (``nonfinite`` column), and enters
 correlations only when the arch has a ground-truth value. Higher scores rank first for every proxy; ties
 are broken by ``arch_id`` (lower first), so the top-k never depends on the order shards were committed.
+``topk_by`` may list several proxies (their rank average, ``ranking.py``), and ``topk_min_distance`` makes
+the top-k diverse (``ranking.py``); both only change which rows are listed, never a score. Left at their
+defaults (one proxy, no distance) the top-k has exactly the columns it always had; an ensemble adds its
+column (``p1+p2``), a distance adds ``distance`` (to the nearest earlier row; null for rank 1).
 Correlations are also reported as the reference implementations count them (``reference``): rows flagged
 non-finite keep their finite-sum value (the reference's ``nansum``) and -inf/+inf values are ranked (last /
 first); only NaN values (failed proxies) are left out.
@@ -23,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 from scipy import stats
 
+from gradsign.pipeline.outputs import ranking
 from gradsign.spaces.ground_truth import GroundTruth
 
 MAX_ERRORS_KEPT = 5
@@ -50,7 +55,8 @@ class Reducer:
     space: object
     ground_truth: GroundTruth | None = None
     topk: int = 50
-    topk_by: str | None = None
+    topk_by: str | list[str] | None = None
+    topk_min_distance: int | None = None
     scored: int = 0
     failed: int = 0
     first_errors: list[str] = field(default_factory=list)
@@ -121,11 +127,18 @@ class Reducer:
         return out
 
     def top(self, cols: Columns) -> pa.Table:
-        """The ``topk`` best archs by ``topk_by`` (default: the first proxy), with rank and all scores."""
-        by = self.topk_by or self.proxy_names[0]
-        candidates = np.flatnonzero(cols.usable[by])
-        # best score first; equal scores by arch_id, so a run and a later report give the same list
-        order = candidates[np.lexsort((cols.arch_id[candidates], -cols.values[by][candidates]))][: self.topk]
+        """The ``topk`` best archs by ``topk_by`` (default: the first proxy; a list: their rank average),
+        diverse when ``topk_min_distance`` is set, with rank and all scores."""
+        names = ranking.ranking_names(self.topk_by, self.proxy_names)
+        values, usable = ranking.ranking(cols.values, cols.usable, names)
+        # best first; equal values by arch_id, so a run and a later report give the same list
+        order = ranking.best_first(cols.arch_id, values, usable)
+        nearest = None
+        if self.topk_min_distance is None:
+            order = order[: self.topk]
+        else:
+            kept, nearest = ranking.diverse(self.space, cols.arch_id[order], self.topk, self.topk_min_distance)
+            order = order[kept]
         ids = cols.arch_id[order]
         archs = [self.space.arch(int(i)) for i in ids]
         columns = {"rank": pa.array(np.arange(1, len(order) + 1), pa.int64()),
@@ -138,6 +151,10 @@ class Reducer:
             columns[key_column] = pa.array(keys, pa.string())
         for proxy in self.proxy_names:
             columns[proxy] = pa.array(cols.values[proxy][order], pa.float64())
+        if len(names) > 1:
+            columns[ranking.ranking_column(names)] = pa.array(values[order], pa.float64())
+        if nearest is not None:
+            columns["distance"] = pa.array(nearest, pa.int64())
         if self.ground_truth is not None:
             columns["official_index"] = pa.array([self.ground_truth.official_index.get(k) for k in keys], pa.int64())
             truth = cols.truth[order]

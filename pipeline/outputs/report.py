@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from gradsign.pipeline.outputs import plots
 from gradsign.pipeline.outputs.reducer import Columns, Reducer
 from gradsign.pipeline.common.atomic import write_atomic, write_text_atomic
 
@@ -63,35 +64,35 @@ def _write_json(path: Path, obj) -> None:
     write_text_atomic(path, dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
-def _plots(cols: Columns, reducer: Reducer, out: Path) -> list[str]:
-    """Score against ground truth per proxy (the paper's figure); returns file names made."""
-    if reducer.ground_truth is None or cols.arch_id.size == 0:
+def _plots(cols: Columns, reducer: Reducer, out: Path, cfg: dict, correlations: dict) -> list[str]:
+    """Rank of score against rank of accuracy per proxy (``pipeline/outputs/plots.py``): one file per
+    proxy, and ``plots/proxies.png`` with one panel per proxy when the run has several; file names made."""
+    if reducer.ground_truth is None or cols.arch_id.size == 0 or plots.pyplot() is None:
         return []
-    try:
-        import matplotlib
+    from gradsign.pipeline.driver.data import DataError, dataset_info
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return []
-    out.mkdir(exist_ok=True)
+    try:
+        classes = dataset_info(cfg["dataset"]).num_classes
+    except DataError:
+        classes = None
     truth = cols.truth
-    made = []
+    chance = plots.chance_level(truth, classes)
+    label = reducer.ground_truth.column
+    panels, made = [], []
     for proxy in reducer.proxy_names:
-        values = cols.values[proxy]
-        keep = cols.usable[proxy] & np.isfinite(truth)
+        keep = cols.usable[proxy] & np.isfinite(truth)  # the cells rho and tau are computed over
         if keep.sum() < 2:
             continue
-        fig, ax = plt.subplots(figsize=(4.5, 3.6), dpi=120)
-        ax.scatter(truth[keep], values[keep], s=4, alpha=0.5, linewidths=0)
-        ax.set_xlabel(f"{reducer.ground_truth.column} (%)")
-        ax.set_ylabel(proxy)
-        ax.set_title(f"{proxy} vs accuracy (n={int(keep.sum())})")
-        fig.tight_layout()
-        name = f"{proxy}.png"
-        fig.savefig(out / name)
-        plt.close(fig)
-        made.append(f"plots/{name}")
+        entry = correlations.get(proxy, {})
+        panel = plots.Panel(proxy, cols.values[proxy][keep], truth[keep], entry.get("spearman"),
+                            entry.get("kendall"), chance)
+        panels.append(panel)
+        plots.score_figure([panel], out / f"{proxy}.png", label)
+        made.append(f"plots/{proxy}.png")
+    if len(panels) > 1:
+        plots.score_figure(panels, out / "proxies.png", label,
+                           heading=f"{cfg['space']} / {cfg['dataset']}: {len(panels)} proxies against {label}")
+        made.insert(0, "plots/proxies.png")
     return made
 
 
@@ -108,6 +109,7 @@ def write_outputs(run_dir: Path, cfg: dict, reducer: Reducer, facts: dict) -> di
         "proxies": correlations,
         "ground_truth": None if reducer.ground_truth is None else {
             "path": cfg["ground_truth"]["path"], "column": cfg["ground_truth"]["column"],
+            "where": cfg["ground_truth"].get("where"),
             "matched": int(np.isfinite(cols.truth).sum()), "missing": int((~np.isfinite(cols.truth)).sum()),
             # the join: rows sharing a key (e.g. NB101 specs that prune to one graph) are averaged
             "table_rows": reducer.ground_truth.rows, "table_keys": len(reducer.ground_truth.values),
@@ -122,10 +124,22 @@ def write_outputs(run_dir: Path, cfg: dict, reducer: Reducer, facts: dict) -> di
     top = with_genotypes(reducer.top(cols), reducer.space)
     write_atomic(top, run_dir / "topk.parquet")
     write_text_atomic(run_dir / "topk.jsonl", "".join(dumps(row) + "\n" for row in top.to_pylist()))
-    summary["plots"] = _plots(cols, reducer, run_dir / "plots")
+    summary["plots"] = _plots(cols, reducer, run_dir / "plots", cfg, correlations)
     _write_json(run_dir / "summary.json", summary)
     write_text_atomic(run_dir / "report.md", render_markdown(summary, top, cfg))
     return summary
+
+
+def _topk_rule(cfg: dict) -> str:
+    """One sentence on how a non-default top-k was made (``ranking.py``)."""
+    by = cfg.get("topk_by")
+    text = (f"Ranked by the rank average of {', '.join(by)} (column `{'+'.join(by)}`)" if isinstance(by, list)
+            else f"Ranked by {by or 'the first proxy'}")
+    d = cfg.get("topk_min_distance")
+    if d is not None:
+        text += (f"; diverse: each listed arch at least {d} from every earlier one (`distance`: to the nearest "
+                 "earlier row)")
+    return text + "."
 
 
 def render_markdown(summary: dict, top: pa.Table, cfg: dict) -> str:
@@ -164,10 +178,13 @@ def render_markdown(summary: dict, top: pa.Table, cfg: dict) -> str:
             lines.append(f"| {proxy} | {fmt(entry.get('spearman'))} | {fmt(entry.get('kendall'))} | "
                          f"{entry.get('n', 0)} | {fmt(published)} | {entry['nonfinite_rows']} | "
                          f"{fmt(reference.get('spearman'))} | {reference.get('n', 0)} |")
-    for plot in summary.get("plots", []):
+    shown = summary.get("plots", [])[:1] if "plots/proxies.png" in summary.get("plots", []) else summary.get("plots", [])
+    for plot in shown:  # several proxies: their panels in one figure (the single files stay in plots/)
         lines += ["", f"![{plot}]({plot})"]
     if top.num_rows:
         lines += ["", f"## Top {min(10, top.num_rows)} of {top.num_rows} candidates (`topk.parquet`)", ""]
+        if isinstance(cfg.get("topk_by"), list) or cfg.get("topk_min_distance") is not None:
+            lines += [_topk_rule(cfg), ""]
         cols = [c for c in top.column_names]
         lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         for row in top.slice(0, 10).to_pylist():

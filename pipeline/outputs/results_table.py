@@ -32,7 +32,8 @@ def build(run_dir: str | Path) -> pa.Table:
     official: dict[str, int] = {}
     if cfg["ground_truth"]["path"] is not None:
         space = spaces.get(cfg["space"])
-        official = gt_loader.load(cfg["ground_truth"]["path"], cfg["ground_truth"]["column"], space).official_index
+        official = gt_loader.load(cfg["ground_truth"]["path"], cfg["ground_truth"]["column"], space,
+                                  cfg["ground_truth"]["where"]).official_index
     index = pa.array([official.get(a) for a in table.column("arch").to_pylist()], pa.int64())
     return table.add_column(2, "official_index", index)
 

@@ -16,7 +16,7 @@ import yaml
 
 from gradsign.search.run import ALGORITHMS, DEFAULT_PARAMS
 
-from gradsign.pipeline.common.layered import ConfigError, check_number, layered, merge
+from gradsign.pipeline.common.layered import ConfigError, check_number, check_where, layered, merge
 
 _DATA = "${GRADSIGN_DATA:-../shared/data}"
 
@@ -33,10 +33,10 @@ DEFAULTS: dict[str, Any] = {
     **{name: copy.deepcopy(params) for name, params in DEFAULT_PARAMS.items() if params},
     "benchmark": {
         "search": {"path": f"{_DATA}/nb201_cifar10_hp12.csv", "valid": "cifar10_valid_12ep",
-                   "cost": "train_seconds_12ep"},
+                   "cost": "train_seconds_12ep", "where": None},
         "final": {"path": f"{_DATA}/nb201_accuracy.csv",
                   "columns": {"cifar10": "cifar10_test", "cifar100": "cifar100_test",
-                              "imagenet16-120": "imagenet16_120_test"}},
+                              "imagenet16-120": "imagenet16_120_test"}, "where": None},
     },
     "budget_seconds": 12000,
     "runs": 500,
@@ -121,7 +121,7 @@ def validate(cfg: dict) -> dict:
     check_number(cfg, "bohb.eta", 1, low_open=True)
     check_number(cfg, "bohb.min_budget", 0, low_open=True)
     check_number(cfg, "bohb.max_budget", b["min_budget"])
-    check_number(cfg, "bohb.iterations", 1, integer=True)
+    check_number(cfg, "bohb.iterations", 1, integer=True, optional=True)
     check_number(cfg, "bohb.top_n_percent", 1, 99, integer=True)
     check_number(cfg, "bohb.num_samples", 1, integer=True)
     check_number(cfg, "bohb.random_fraction", 0, 1)
@@ -129,20 +129,41 @@ def validate(cfg: dict) -> dict:
     check_number(cfg, "bohb.min_bandwidth", 0)
     check_number(cfg, "bohb.min_points_in_model", 1, integer=True, optional=True)
     bench = cfg["benchmark"]
-    for key in ("path", "valid", "cost"):
+    for key in ("path", "valid"):
         if not isinstance(bench["search"][key], str) or not bench["search"][key]:
             raise ConfigError(f"config key 'benchmark.search.{key}' must be a non-empty string")
+    cost_columns(bench["search"]["cost"])
     if not isinstance(bench["final"]["path"], str) or not bench["final"]["path"]:
         raise ConfigError("config key 'benchmark.final.path' must be a file path")
     columns = bench["final"]["columns"]
     if not columns or not all(isinstance(k, str) and isinstance(v, str) for k, v in columns.items()):
         raise ConfigError(f"config key 'benchmark.final.columns' must map dataset names to columns, got {columns!r}")
+    for part in ("search", "final"):  # a row selection: rows of one arch that differ in a label are refused
+        check_where(bench[part]["where"], f"benchmark.{part}.where")
     check_number(cfg, "ray.num_workers", 0, integer=True)
     check_number(cfg, "ray.runs_per_task", 1, integer=True)
     check_number(cfg, "ray.object_store_mb", 64, integer=True)
     if cfg["output"] is None:
         cfg["output"] = str(Path("runs") / str(cfg["name"]))
     return cfg
+
+
+def cost_columns(cost: Any) -> list[str]:
+    """The benchmark columns whose sum a query costs: ``benchmark.search.cost`` is one column name, a list
+    of them (``[train_seconds_12ep, valid_seconds_12ep]``) or a string ``"a + b"``; a column named twice is
+    refused (it would be charged twice)."""
+    if isinstance(cost, str):
+        names = [part.strip() for part in cost.split("+")]
+    elif isinstance(cost, list):
+        names = [c.strip() if isinstance(c, str) else c for c in cost]
+    else:
+        names = []
+    if not names or not all(isinstance(c, str) and c for c in names):
+        raise ConfigError("config key 'benchmark.search.cost' must be a column name, a list of column names or "
+                          f"'a + b' (a query costs their sum), got {cost!r}")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"config key 'benchmark.search.cost' names a column twice: {cost!r}")
+    return names
 
 
 def resolve(path: str | Path | None = None, overrides: Iterable[str] = (), base: dict | None = None) -> dict:

@@ -3,6 +3,14 @@
 Outputs in ``output/``: ``config.yaml`` (resolved), ``runs.parquet`` (one row per run),
 ``trajectories.parquet`` (one row per query), ``summary.json``, ``report.md``, ``plots/search.png``.
 
+One search per folder, and a folder always describes the results it holds: a search holds the folder's
+``driver.lock`` (``pipeline/common/lock.py``, the lock of ``gradsign score``; a second search on the same
+folder is refused with one message) and computes every result in memory; only then does it remove the
+previous ``config.yaml`` and then the previous results, write each result atomically and ``config.yaml``
+last. So a ``config.yaml`` is only ever beside the results of that config: a search interrupted while it
+computes leaves the previous search's folder as it was, one interrupted while it writes leaves a folder
+without ``config.yaml`` (no finished search: rerun it).
+
 Determinism: a run is a pure function of (tables, variant, params, budget, seed, run index); runs are cut
 into tasks of ``ray.runs_per_task`` by the config alone, and results are assembled in (variant, run) order,
 so the outputs are identical for any number of workers (``ray.num_workers``: tasks in flight at once; 0 =
@@ -27,11 +35,22 @@ import pyarrow.parquet as pq
 from gradsign import search
 from gradsign import spaces
 from gradsign.search.published import GRADSIGN_GAIN, OPTIMUM, PUBLISHED, PUBLISHED_BUDGET, ROBOT
-from gradsign.spaces.ground_truth import GroundTruthError, read_table
+from gradsign.spaces.ground_truth import GroundTruthError, check_one_meaning, read_table, select_rows
 
 from gradsign.pipeline.search_runner import config as search_config
 from gradsign.pipeline.driver.config import ConfigError
-from gradsign.pipeline.common.atomic import write_atomic
+from gradsign.pipeline.common.atomic import write_atomic, write_text_atomic
+from gradsign.pipeline.common.lock import hold_run_folder
+from gradsign.pipeline.common import interrupt
+
+
+class SearchInterrupted(KeyboardInterrupt):
+    """A search stopped by Ctrl-C or SIGTERM (Ray shut down first): ``committed`` of ``shards`` tasks had
+    finished; no result was written. Searches are not resumed: the same command runs it again."""
+
+    def __init__(self, run_dir: Path, committed: int, shards: int):
+        super().__init__(f"{committed} of {shards} tasks finished")
+        self.run_dir, self.committed, self.shards = run_dir, committed, shards
 
 
 class ScoreTableError(ValueError):
@@ -70,9 +89,26 @@ def _column(table: pa.Table, name: str, where: str) -> np.ndarray:
 
 
 def _spread(ids: np.ndarray, values: np.ndarray, size: int) -> np.ndarray:
+    """Values by arch_id; several rows of one arch (repeats of one measurement: ``_one_meaning`` refuses
+    the others) give the mean of their finite values, never the last row's."""
+    finite = np.isfinite(values)
+    sums = np.bincount(ids[finite], weights=values[finite], minlength=size)
+    counts = np.bincount(ids[finite], minlength=size)
     out = np.full(size, np.nan)
-    out[ids] = values
+    out[counts > 0] = sums[counts > 0] / counts[counts > 0]
     return out
+
+
+def _one_meaning(table: pa.Table, part: dict, space, where: str, key: str) -> tuple[pa.Table, np.ndarray]:
+    """The rows ``part["where"]`` selects and their arch_ids; rows of one arch that differ in a label
+    column (e.g. ``dataset``) are refused, as in ground-truth tables (``spaces/ground_truth.py``)."""
+    try:
+        table = select_rows(table, part.get("where"), where)
+        ids = _ids(table, space, where)
+        check_one_meaning(table, ids.tolist(), "", space, where, describe=lambda i: repr(space.arch(i)))
+    except GroundTruthError as exc:
+        raise ScoreTableError(f"{exc} (config key {key})") from None
+    return table, ids
 
 
 def _read(path: str | Path, what: str) -> pa.Table:
@@ -86,14 +122,16 @@ def load_benchmark(cfg: dict, space) -> search.Benchmark:
     """The simulated-training tables, joined on the canonical arch string."""
     s, f = cfg["benchmark"]["search"], cfg["benchmark"]["final"]
     where = f"benchmark table {s['path']}"
-    table = _read(s["path"], "benchmark table")
-    ids = _ids(table, space, where)
+    table, ids = _one_meaning(_read(s["path"], "benchmark table"), s, space, where,
+                             "benchmark.search.where")
     n = len(space)
     valid = _spread(ids, _column(table, s["valid"], where), n)
-    cost = _spread(ids, _column(table, s["cost"], where), n)
+    cost = np.zeros(n)
+    for name in search_config.cost_columns(s["cost"]):  # a query costs the sum of these columns
+        cost = cost + _spread(ids, _column(table, name, where), n)
     where = f"final-accuracy table {f['path']}"
-    table = _read(f["path"], "final-accuracy table")
-    ids = _ids(table, space, where)
+    table, ids = _one_meaning(_read(f["path"], "final-accuracy table"), f, space, where,
+                             "benchmark.final.where")
     final = {name: _spread(ids, _column(table, col, where), n) for name, col in f["columns"].items()}
     try:
         return search.Benchmark(valid, cost, final)
@@ -232,6 +270,7 @@ def _start_ray(cfg: dict) -> bool:
                  logging_level="warning", object_store_memory=cfg["ray"]["object_store_mb"] * 2**20)
     else:
         ray.init(address=cfg["ray"]["address"], logging_level="warning")
+    interrupt.reinstall()  # ray.init replaced the CLI's SIGTERM handler with its own
     return True
 
 
@@ -245,19 +284,22 @@ def _execute(cfg, space_name, bench, scores, all_variants, all_tasks, params_of,
 
     results: list = [None] * len(all_tasks)
     if cfg["ray"]["num_workers"] == 0:
-        for k, task in enumerate(all_tasks):
-            v, p, runs = args(task)
-            results[k] = run_task(space_name, bench, scores, v, p, budget, seed, runs, warm)
-            progress(k + 1)
+        try:
+            for k, task in enumerate(all_tasks):
+                v, p, runs = args(task)
+                results[k] = run_task(space_name, bench, scores, v, p, budget, seed, runs, warm)
+                progress(k + 1)
+        except KeyboardInterrupt:
+            raise SearchInterrupted(Path(cfg["output"]), sum(r is not None for r in results), len(all_tasks)) from None
         return results
     import ray
 
     started = _start_ray(cfg)
+    in_flight: dict = {}
     try:
         remote = ray.remote(num_cpus=1)(run_task)
         bench_ref, scores_ref = ray.put(bench), ray.put(scores)
         pending = list(range(len(all_tasks)))
-        in_flight: dict = {}
         done = 0
         while pending or in_flight:
             while pending and len(in_flight) < cfg["ray"]["num_workers"]:
@@ -269,6 +311,13 @@ def _execute(cfg, space_name, bench, scores, all_variants, all_tasks, params_of,
             results[k] = ray.get(ready[0])
             done += 1
             progress(done)
+    except KeyboardInterrupt:  # Ctrl-C / SIGTERM: stop the tasks in flight (also on a cluster we joined)
+        for ref in in_flight:
+            try:
+                ray.cancel(ref, force=True)
+            except Exception:  # already finished or gone
+                pass
+        raise SearchInterrupted(Path(cfg["output"]), sum(r is not None for r in results), len(all_tasks)) from None
     finally:
         if started:
             ray.shutdown()
@@ -303,6 +352,9 @@ def _summary(cfg, all_variants, runs_table: pa.Table, scores, wall, datasets) ->
             "simulated_seconds": _stats(col("simulated_seconds")),
             "proxy_seconds": _stats(col("proxy_seconds")),
         }
+        early = int(runs_table.column("ended_early").to_numpy(zero_copy_only=False)[mask].sum())
+        if early:  # only BOHB with a finite 'iterations' cap can stop before its budget; absent = 0
+            entry["ended_early"] = early
         base = search.LABELS[v.algorithm]
         if v.proxy is None and not v.warm and base in PUBLISHED and cfg["budget_seconds"] == PUBLISHED_BUDGET:
             entry["published"] = {d: {"mean": m, "std": s} for d, (m, s) in PUBLISHED[base].items()}
@@ -326,7 +378,8 @@ def _report(cfg: dict, summary: dict, datasets: list[str], plot: str | None) -> 
     head = [names.get(d, d) for d in datasets]
     lines = [f"# Search: {cfg['name']}", "",
              f"Space {cfg['space']}; signal `{cfg['benchmark']['search']['valid']}`, each query charged "
-             f"`{cfg['benchmark']['search']['cost']}` simulated seconds; budget {cfg['budget_seconds']:g} s; "
+             + " + ".join(f"`{c}`" for c in search_config.cost_columns(cfg['benchmark']['search']['cost']))
+             + f" simulated seconds; budget {cfg['budget_seconds']:g} s; "
              f"{cfg['runs']} runs per row (seed {cfg['seed']}); the pick reported with its final test accuracy "
              f"(`{Path(cfg['benchmark']['final']['path']).name}`). Mean +- std over runs (standard error = "
              "std / sqrt(runs)); published: NB201 paper, 500 runs"
@@ -339,6 +392,10 @@ def _report(cfg: dict, summary: dict, datasets: list[str], plot: str | None) -> 
                      + ("each arch's measured scoring seconds" if cfg["charge_proxy"] == "measured"
                         else f"{cfg['charge_proxy']} s per scored arch")
                      + ", once per arch per run, with the query it led to.")
+    early = {label: e["ended_early"] for label, e in summary["variants"].items() if e.get("ended_early")}
+    if early:
+        lines.append(f"- ended early (BOHB's `iterations` cap {cfg['bohb']['iterations']} reached before the budget): "
+                     + ", ".join(f"{label} {n} of {cfg['runs']} runs" for label, n in early.items()) + ".")
     if cfg["warm_start"]["path"]:
         lines.append(f"- warm start: the first {cfg['warm_start']['count']} archs of `{cfg['warm_start']['path']}` "
                      "are queried first.")
@@ -411,9 +468,31 @@ def _plot(cfg, all_variants, traj: pa.Table, out: Path, final_name: str) -> str 
         ax.grid(alpha=0.3)
     fig.tight_layout()
     out.mkdir(exist_ok=True)
-    fig.savefig(out / "search.png")
+    tmp = out / ".search.png.tmp"
+    fig.savefig(tmp, format="png")
+    os.replace(tmp, out / "search.png")
     plt.close(fig)
     return "plots/search.png"
+
+
+def _plot_queries(all_variants, traj: pa.Table, out: Path, final_name: str) -> str | None:
+    """``plots/queries.png``: per variant, the pick's test accuracy against the number of queries."""
+    from gradsign.pipeline.outputs import plots
+
+    if plots.pyplot() is None:
+        return None
+    labels = traj.column("variant").to_numpy(zero_copy_only=False)
+    run = traj.column("run").to_numpy()
+    step = traj.column("step").to_numpy()
+    best = traj.column(f"best_{final_name}_test").to_numpy()
+    curves = []
+    for v in all_variants:
+        mask = labels == v.label
+        r, s, b = run[mask], step[mask], best[mask]
+        per_run = [b[r == k][np.argsort(s[r == k])] for k in np.unique(r)]
+        curves.append(plots.QueryCurve(v.label, v.algorithm, [c[np.isfinite(c)] for c in per_run]))
+    plots.search_queries(curves, search.LABELS, out / "queries.png", f"{final_name} test accuracy")
+    return "plots/queries.png"
 
 
 def _runs_schema(datasets: list[str]) -> pa.Schema:
@@ -421,8 +500,33 @@ def _runs_schema(datasets: list[str]) -> pa.Schema:
               ("proposals", pa.int64()), ("charge_proxy", pa.string()), ("warm_start", pa.bool_()),
               ("run", pa.int64()), ("seed", pa.int64()), ("pick_arch_id", pa.int64()), ("pick_valid", pa.float64()),
               *[(f"{d}_test", pa.float64()) for d in datasets], ("queries", pa.int64()),
-              ("distinct_archs", pa.int64()), ("simulated_seconds", pa.float64()), ("proxy_seconds", pa.float64())]
+              ("distinct_archs", pa.int64()), ("simulated_seconds", pa.float64()), ("proxy_seconds", pa.float64()),
+              ("ended_early", pa.bool_())]
     return pa.schema(fields)
+
+
+# What a search writes into its folder. ``config.yaml`` is written last and removed first, so a folder that
+# holds a ``config.yaml`` holds exactly the results of that config; a folder without one holds no finished
+# search (an interrupted one: rerun it).
+RESULT_FILES = ("runs.parquet", "trajectories.parquet", "summary.json", "report.md", "plots/search.png",
+                "plots/queries.png")
+
+
+def _check_output(out: Path, cfg: dict) -> None:
+    """Refuse an output folder that is a ``gradsign score`` run folder (its config.yaml is not ours)."""
+    if (out / "scores").is_dir() or (out / "shards").is_dir():
+        raise ConfigError(f"output {out} is a `gradsign score` run folder (it has scores/ or shards/); "
+                          "set 'output' to a folder of its own")
+
+
+def _clear_results(out: Path) -> None:
+    """Remove a previous search's outputs (``config.yaml`` first) and any half-written temporaries."""
+    (out / "config.yaml").unlink(missing_ok=True)
+    for name in RESULT_FILES:
+        (out / name).unlink(missing_ok=True)
+    for sub in (out, out / "plots"):
+        for tmp in sub.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
 
 
 @dataclass
@@ -450,8 +554,15 @@ def run(cfg: dict) -> SearchResult:
     all_variants = variants(cfg)
     all_tasks = tasks(cfg, len(all_variants))
     out = Path(cfg["output"])
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(search_config.dump(cfg))
+    _check_output(out, cfg)
+    lock = hold_run_folder(out)  # one search per folder: a second one is refused here, before any change
+    try:
+        return _run_held(cfg, out, started, space_impl, bench, scores, warm, all_variants, all_tasks)
+    finally:
+        lock.release()
+
+
+def _run_held(cfg, out, started, space_impl, bench, scores, warm, all_variants, all_tasks) -> SearchResult:
 
     def params_of(v: search.Variant) -> dict:
         return dict(cfg.get(v.algorithm, {}))
@@ -482,14 +593,18 @@ def run(cfg: dict) -> SearchResult:
     pick_names = [names[i] if i >= 0 else None for i in runs_table.column("pick_arch_id").to_pylist()]
     runs_table = runs_table.add_column(runs_table.column_names.index("pick_arch_id") + 1, "pick_arch",
                                        pa.array(pick_names, pa.string()))
+    _clear_results(out)  # only now, with every result in memory: an interrupted search left the old folder whole
     write_atomic(runs_table, out / "runs.parquet")
     write_atomic(traj_table, out / "trajectories.parquet")
     datasets = list(cfg["benchmark"]["final"]["columns"])
     wall = time.perf_counter() - started
     summary = _summary(cfg, all_variants, runs_table, scores, wall, datasets)
     plot = _plot(cfg, all_variants, traj_table, out / "plots", datasets[0])
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (out / "report.md").write_text(_report(cfg, summary, datasets, plot))
+    queries_plot = _plot_queries(all_variants, traj_table, out / "plots", datasets[0])
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    write_text_atomic(out / "report.md", _report(cfg, summary, datasets, plot)
+                      + (f"![the pick's test accuracy against queries]({queries_plot})\n" if queries_plot else ""))
+    write_text_atomic(out / "config.yaml", search_config.dump(cfg))  # last: it marks the folder complete
     return SearchResult(out, summary)
 
 

@@ -1,0 +1,252 @@
+"""Candidate lists without rescoring: ``gradsign candidates`` and ``gradsign report RUN_DIR --topk-distance``.
+
+A candidate list is the reducer's top-k (``reducer.py``, ranked and thinned by ``ranking.py``), made from
+scores already stored:
+- from a run folder: its config and committed score files, read exactly as ``gradsign report`` reads them,
+  with ``topk``, ``topk_by`` and ``topk_min_distance`` replaced as asked; the same keys give the same list
+  as the run wrote (same columns, same rows);
+- from score tables (Parquet/CSV with ``arch`` or ``arch_id`` and proxy columns; ``error`` and ``nonfinite``
+  honoured when present; a run folder counts as a table of its committed scores): each proxy is read from
+  the first source that has its column, joined on arch_id, so GradSign from one file and NASWOT from
+  another make one ensemble.
+Nothing here writes into a run folder except the list file it is asked for (the run's own ``topk.jsonl``
+stays what its config made).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from gradsign import spaces
+from gradsign.pipeline.common.layered import ConfigError
+from gradsign.pipeline.outputs import ranking
+from gradsign.pipeline.outputs.reducer import Columns, Reducer, flagged
+from gradsign.spaces import distance as space_distance
+from gradsign.spaces.ground_truth import GroundTruthError, read_table
+
+
+def check_topk(cfg: dict, space) -> None:
+    """A run config's top-k keys against its proxies and space: one ConfigError naming the problem."""
+    try:
+        ranking.ranking_names(cfg["topk_by"], cfg["proxies"])
+        if cfg.get("topk_min_distance") is not None:
+            space_distance.require(space)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _override(cfg: dict, count: int | None, by, min_distance: int | None) -> dict:
+    if count is not None:
+        cfg["topk"] = count
+    if by is not None:
+        cfg["topk_by"] = by if isinstance(by, str) else by[0] if len(by) == 1 else list(by)
+    if min_distance is not None:
+        cfg["topk_min_distance"] = min_distance
+    return cfg
+
+
+def run_topk(run_dir: str | Path, count: int | None = None, by=None, min_distance: int | None = None) -> pa.Table:
+    """The top-k of a run folder from its committed scores, its config's top-k keys replaced by the
+    arguments given (None keeps the config's)."""
+    from gradsign.actors import proxies as proxy_registry
+    from gradsign.actors.scorer import score_schema
+    from gradsign.pipeline.driver import config as config_mod
+    from gradsign.pipeline.driver.shards import iter_shards, part_name, read_complete
+    from gradsign.pipeline.driver.space_cache import get_space
+    from gradsign.spaces import ground_truth as gt_loader
+
+    run_dir = Path(run_dir)
+    stored = run_dir / "config.yaml"
+    if not stored.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run folder (no config.yaml)")
+    cfg = config_mod.resolve(stored)
+    _override(cfg, count, by, min_distance)
+    config_mod.validate(cfg)
+    proxy_registry.load_plugins(cfg["plugins"])
+    space = get_space(cfg["space"])
+    check_topk(cfg, space)
+    truth = None
+    if cfg["ground_truth"]["path"] is not None:
+        truth = gt_loader.load(cfg["ground_truth"]["path"], cfg["ground_truth"]["column"], space)
+    schema = score_schema(cfg["proxies"], spaces.key_column(space))
+    reducer = Reducer(cfg["proxies"], space, truth, cfg["topk"], cfg["topk_by"], cfg["topk_min_distance"])
+    for index, shard in iter_shards(cfg, space):
+        done = read_complete(run_dir / "scores" / part_name(index), shard.num_rows, schema)
+        if done is not None:
+            reducer.add(done)
+    return reducer.top(reducer.columns())
+
+
+def _read_source(path: Path) -> tuple[pa.Table, str]:
+    if path.is_dir():
+        parts = sorted((path / "scores").glob("part-*.parquet"))
+        if not (path / "config.yaml").is_file() or not parts:
+            raise ValueError(f"{path} is a folder but not a run folder with committed scores")
+        return pa.concat_tables([pq.read_table(p) for p in parts], promote_options="default"), f"run folder {path}"
+    try:
+        return read_table(path), f"score table {path}"
+    except GroundTruthError as exc:
+        raise ValueError(str(exc).replace("ground-truth table", "score table")) from None
+
+
+def _source_ids(table: pa.Table, space, where: str) -> np.ndarray:
+    if "arch" in table.column_names:
+        ids = []
+        for k, arch in enumerate(table.column("arch").to_pylist()):
+            try:
+                ids.append(space.arch_id(arch))
+            except ValueError as exc:
+                raise ValueError(f"{where}: row {k}: {exc}") from None
+        ids = np.asarray(ids, np.int64)
+    elif "arch_id" in table.column_names:
+        ids = np.asarray(table.column("arch_id").to_pylist(), np.int64)
+        if ids.size and (ids.min() < 0 or ids.max() >= len(space)):
+            raise ValueError(f"{where}: arch_id out of range [0, {len(space)})")
+    else:
+        raise ValueError(f"{where} has neither an 'arch' nor an 'arch_id' column (columns: {table.column_names})")
+    if np.unique(ids).size != ids.size:
+        raise ValueError(f"{where} lists an arch more than once")
+    return ids
+
+
+def table_columns(sources: Sequence[str | Path], space, proxies: Sequence[str]) -> Columns:
+    """The reducer's view of ``proxies`` read from score tables (each from the first source that has it),
+    over every arch that any of them scores."""
+    n = len(space)
+    values = {p: np.full(n, np.nan) for p in proxies}
+    usable = {p: np.zeros(n, bool) for p in proxies}
+    missing = list(proxies)
+    for source in sources:
+        if not missing:
+            break
+        table, where = _read_source(Path(source))
+        here = [p for p in missing if p in table.column_names]
+        if not here:
+            continue
+        ids = _source_ids(table, space, where)
+        ok = np.ones(ids.size, bool)
+        if "error" in table.column_names:
+            ok &= np.asarray([e is None for e in table.column("error").to_pylist()], bool)
+        flags = table.column("nonfinite").to_pylist() if "nonfinite" in table.column_names else [None] * ids.size
+        for proxy in here:
+            try:
+                v = pc.cast(table.column(proxy), pa.float64()).to_numpy(zero_copy_only=False).astype(float)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise ValueError(f"{where}: column {proxy!r} is not numeric: {exc}") from None
+            keep = ok & np.isfinite(v) & ~np.asarray([flagged(f, proxy) for f in flags], bool)
+            values[proxy][ids] = v
+            usable[proxy][ids] = keep
+            missing.remove(proxy)
+    if missing:
+        raise ValueError(f"no source has a column {missing[0]!r} (sources: {', '.join(map(str, sources))})")
+    present = np.flatnonzero(np.any([np.isfinite(values[p]) for p in proxies], axis=0))
+    return Columns(present.astype(np.int64), np.ones(present.size, bool), {p: values[p][present] for p in proxies},
+                   {p: usable[p][present] for p in proxies}, np.full(present.size, np.nan))
+
+
+def table_topk(sources: Sequence[str | Path], space, by: Sequence[str], count: int,
+               min_distance: int | None = None) -> tuple[pa.Table, pa.Table]:
+    """(the top-k by ``by`` from score tables, the joined score table with the ranking column)."""
+    names = list(by)
+    if min_distance is not None:
+        space_distance.require(space)
+    cols = table_columns(sources, space, names)
+    reducer = Reducer(names, space, None, count, names, min_distance)
+    values, usable = ranking.ranking(cols.values, cols.usable, names)
+    scores = {"arch_id": pa.array(cols.arch_id, pa.int64()),
+              "arch": pa.array([space.arch(int(i)) for i in cols.arch_id], pa.string()),
+              **{p: pa.array(np.where(cols.usable[p], cols.values[p], np.nan), pa.float64()) for p in names}}
+    if len(names) > 1:
+        scores[ranking.ranking_column(names)] = pa.array(np.where(usable, values, np.nan), pa.float64())
+    return reducer.top(cols), pa.table(scores)
+
+
+def write_list(table: pa.Table, path: str | Path) -> None:
+    """A candidate list as JSON lines (``.jsonl``: one row a line, as ``topk.jsonl``) or Parquet."""
+    from gradsign.pipeline.common.atomic import write_atomic, write_text_atomic
+    from gradsign.pipeline.outputs.report import dumps
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".parquet":
+        write_atomic(table, path)
+    elif path.suffix == ".jsonl":
+        write_text_atomic(path, "".join(dumps(row) + "\n" for row in table.to_pylist()))
+    else:
+        raise ValueError(f"a candidate list is written as .jsonl or .parquet, got {path}")
+
+
+def _describe(table: pa.Table, count: int, by, min_distance) -> str:
+    names = [by] if isinstance(by, str) else list(by or [])
+    rule = f"by {ranking.ranking_column(names) if names else 'the first proxy'}"
+    if min_distance is not None:
+        rule += f", at least {min_distance} apart"
+    text = f"{table.num_rows} candidates ({rule})"
+    if table.num_rows == 0:
+        text += ": no arch has a usable value for every proxy of the ranking"
+    elif table.num_rows < count:
+        text += f": fewer than the {count} asked (no more archs are that far from the ones listed)"
+    return text
+
+
+def main_candidates(sources: list[str], space_name: str | None, by: list[str] | None, count: int,
+                    min_distance: int | None, output: str, scores_out: str | None) -> int:
+    """``gradsign candidates``: 0 written, 2 bad input."""
+    try:
+        if count < 1 or (min_distance is not None and min_distance < 0):
+            raise ValueError("--count must be >= 1 and --min-distance >= 0")
+        first = Path(sources[0])
+        if len(sources) == 1 and first.is_dir() and scores_out is None:
+            table = run_topk(first, count, by, min_distance)
+        else:
+            if space_name is None:
+                space_name = _run_space(first) if first.is_dir() else None
+            if space_name is None:
+                raise ValueError("--space is required when the sources are score tables")
+            if not by:
+                raise ValueError("--by is required when the sources are score tables (the proxy column(s) to rank by)")
+            table, scores = table_topk(sources, spaces.get(space_name), by, count, min_distance)
+            if scores_out:
+                write_list(scores, scores_out)
+        write_list(table, output)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"gradsign: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{output}: {_describe(table, count, by, min_distance)}")
+    return 0
+
+
+def _run_space(run_dir: Path) -> str | None:
+    import yaml
+
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").is_file() else None
+    return (cfg or {}).get("space")
+
+
+def main_report_topk(run_dir: str, count: int | None, by: list[str] | None, min_distance: int | None,
+                     output: str | None) -> int:
+    """``gradsign report RUN_DIR --topk-distance D [--topk-by P ...] [--topk K] [-o FILE]``: the run's list
+    recomputed with other top-k keys, written beside (default ``RUN_DIR/topk-d{D}.jsonl`` and ``.parquet``),
+    the run's own outputs untouched."""
+    try:
+        table = run_topk(run_dir, count, by, min_distance)
+        if output is None:
+            stem = "topk" + (f"-by-{ranking.ranking_column(by)}" if by else "") + \
+                (f"-d{min_distance}" if min_distance is not None else "")
+            outputs = [Path(run_dir) / f"{stem}.jsonl", Path(run_dir) / f"{stem}.parquet"]
+        else:
+            outputs = [Path(output)]
+        for path in outputs:
+            write_list(table, path)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"gradsign: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{outputs[0]}: {_describe(table, count or table.num_rows or 1, by, min_distance)}")
+    return 0
