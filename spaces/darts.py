@@ -121,6 +121,17 @@ class DartsSpace(Space):
         return DartsNetwork(self.genotype(arch), self.width, self.depth, int(num_classes), self.affine_ops,
                             pool_bn=self.pool_bn)
 
+    def distance_features(self, arch_ids) -> np.ndarray:
+        """Distance codes (``spaces/distance.py``): per canonical ``(op, input)`` pair of both cells, its op
+        index and its input, 32 integers; the distance of two genotypes is the number of those that differ
+        (0..32; a node whose pairs are written in the other order is the same node)."""
+        rows = []
+        for arch_id in np.asarray(arch_ids, np.int64).tolist():
+            g = self.genotype(self.arch(arch_id))
+            rows.append([v for cell in (g.normal, g.reduce) for op, src in cell.pairs
+                         for v in (self.rules.ops.index(op), src)])
+        return np.asarray(rows, np.int64).reshape(len(rows), 32)
+
     def sample_ids(self, size: int, seed: int) -> Sequence[int]:
         """``size`` distinct arch_ids, uniform over the space (see the module docstring), sorted."""
         if not 0 < int(size) <= SIZE:

@@ -34,6 +34,18 @@ def test_size_and_ids_round_trip():
         space.arch(SIZE)
 
 
+def test_distance_counts_differing_pairs():
+    from gradsign.spaces import distance
+
+    space = spaces.get("darts")
+    a = space.arch(123_456_789_012_345)
+    g = space.genotype(a).as_record()
+    g["reduce"][7] = ["avg_pool_3x3" if g["reduce"][7][0] != "avg_pool_3x3" else "max_pool_3x3", g["reduce"][7][1]]
+    b = space.canonical(g)
+    assert distance.distance(space, a, a) == 0 and distance.distance(space, a, b) == distance.distance(space, b, a) == 1
+    assert space.distance_features([space.arch_id(a)]).shape == (1, 32)
+
+
 def test_sampling_is_deterministic_distinct_and_uniform():
     space = DartsSpace()
     ids = space.sample_ids(3000, seed=7)
