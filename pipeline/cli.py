@@ -1,5 +1,5 @@
 """``gradsign score CONFIG [--set key=value ...]``, ``gradsign report RUN_DIR``, ``gradsign compare RUN_DIR...``,
-``gradsign truth nb201 FILE.pth [-o TABLE.parquet]``,
+``gradsign truth nb201 FILE.pth [-o TABLE.parquet]``, ``gradsign truth nds FILE.json [-o TABLE.parquet]``,
 ``gradsign search CONFIG [--set key=value ...]``, ``gradsign candidates SOURCE... -o LIST``,
 ``gradsign report RUN_DIR --topk-distance D`` (the top-k alone, recomputed).
 
@@ -91,6 +91,11 @@ def _parser() -> argparse.ArgumentParser:
                        "ground_truth.path: FILE.pth uses (next to the file, else ~/.cache/gradsign)")
     nb201.add_argument("--trust-pickle", action="store_true",
                        help="unpickle without the allow-list of classes (only for a file you trust)")
+    nds = truth_sub.add_parser("nds", help="an NDS file (DARTS/ENAS/Amoeba/NASNet/PNAS .json, CIFAR-10) -> table")
+    nds.add_argument("file", help="e.g. DARTS.json (a list of records, or {'top': [...], 'mid': [...]})")
+    nds.add_argument("-o", "--output", help="table to write (Parquet); default: FILE with .parquet")
+    nds.add_argument("--space", default=None, help="nds-darts | nds-enas | nds-amoeba | nds-nasnet | nds-pnas "
+                     "(default: from the file name)")
     search = sub.add_parser("search", help="NAS searches (RS, REA, REINFORCE, BOHB; vanilla and G-variant) on score tables")
     search.add_argument("config", help="search config YAML (see configs/search-*.yaml)")
     search.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -150,6 +155,10 @@ def _main(args: argparse.Namespace) -> int:
         from gradsign.pipeline.official.nb201 import main_nb201
 
         try:
+            if args.benchmark == "nds":
+                from gradsign.pipeline.official.nds import main_nds
+
+                return main_nds(args.file, args.output, args.space)
             return main_nb201(args.file, args.output, args.trust_pickle)
         except ValueError as exc:
             print(f"gradsign: error: {exc}", file=sys.stderr)

@@ -28,11 +28,16 @@ import importlib
 from typing import Callable
 
 from .base import Space
+from .darts import DartsSpace
+from .darts_genotype import GenotypeError
+from .nds import NDS_RULES, NDSSpace
+from .nds import factory as nds_factory
 from .nb101 import NB101Space
 from .nb101_spec import SpecError
 from .nb201 import ArchError, NB201Space
 
-_SPACES: dict[str, Callable[[], object]] = {"nb201": NB201Space, "nb101": NB101Space}
+_SPACES: dict[str, Callable[[], object]] = {"nb201": NB201Space, "nb101": NB101Space, "darts": DartsSpace,
+                                             **{name: nds_factory(name) for name in NDS_RULES}}
 _INSTANCES: dict[str, object] = {}
 
 
@@ -101,5 +106,5 @@ def key(space, arch: str) -> str:
     return fn(arch) if callable(fn) else space.canonical(arch)
 
 
-__all__ = ["ArchError", "NB101Space", "NB201Space", "Space", "SpecError", "get", "key", "key_column", "names",
+__all__ = ["ArchError", "DartsSpace", "GenotypeError", "NB101Space", "NDSSpace", "NB201Space", "Space", "SpecError", "get", "key", "key_column", "names",
            "register"]

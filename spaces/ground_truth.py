@@ -5,7 +5,8 @@ the architecture, tried in this order:
 1. the space's key column when it has one and the table carries it (NB101: ``hash``, the official graph
    hash: every published NB101 export is keyed by it);
 2. an ``arch`` column (any spelling the space parses);
-3. JSON lines only: the fields the space reads itself (NB101: ``matrix`` and ``ops``).
+3. JSON lines only: the fields the space reads itself (NB101: ``matrix`` and ``ops``; DARTS: its
+   ``record_fields``, ``normal`` and ``reduce``, with ``concat`` columns when present).
 Rows join on ``space.key`` (NB201: the canonical arch string; NB101: the hash), never on a position. An
 ``index`` column (the official benchmark index), when present, is carried along.
 
@@ -13,7 +14,8 @@ Several rows with one key are averaged only when they are repeats of one measure
 hold several specs that prune to one graph, or several training seeds): ``values[key]`` is the mean of the
 finite values, ``counts[key]`` how many rows went into it; ``rows`` is the table's row count. Rows of one
 key that differ in a *label* column (a non-numeric column other than the identifying ones ``arch``,
-``index``, ``matrix``, ``ops`` and the space's key column: e.g. ``dataset``) measure different things and
+``index``, ``matrix``, ``ops``, the space's key column and record fields (DARTS ``normal``/``reduce``), and
+the row names of benchmark files (``job_id``, ``part``, ``*concat``): e.g. ``dataset``) measure different things and
 are never averaged: such a table is refused unless ``where`` selects one value per label
 (``{"dataset": "cifar10"}``: only the rows whose ``dataset`` is ``cifar10`` are read). Numeric columns
 (``seed``, other metrics) may differ between repeats. The identifying columns (and ``arch_id``,
@@ -107,7 +109,14 @@ def _read_jsonl(path: Path) -> pa.Table:
     records = [record for _, record in json_objects(path)]
     if not records:
         raise GroundTruthError(f"ground-truth table {path} is empty")
-    return pa.Table.from_pylist(records)
+    try:
+        return pa.Table.from_pylist(records)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        # nested values Arrow cannot type (DARTS genotypes: lists of [op, input] pairs, str and int mixed)
+        # are kept as their JSON text; _row_keys decodes the record fields it reads
+        nested = {k for r in records for k, v in r.items() if isinstance(v, (list, dict))}
+        return pa.Table.from_pylist([{k: json.dumps(v) if k in nested and v is not None else v
+                                      for k, v in r.items()} for r in records])
 
 
 def _row_keys(table: pa.Table, path, space) -> list[str]:
@@ -124,6 +133,10 @@ def _row_keys(table: pa.Table, path, space) -> list[str]:
     elif callable(getattr(space, "from_record", None)) and "matrix" in names and "ops" in names:
         archs = [{"matrix": m, "ops": o} for m, o in zip(table.column("matrix").to_pylist(),
                                                             table.column("ops").to_pylist())]
+    elif _record_columns(space, names):  # e.g. DARTS: normal/reduce (+ concat)
+        fields = _record_columns(space, names)
+        archs = [{f: json.loads(v) if isinstance(v, str) else v for f, v in zip(fields, row)}
+                 for row in zip(*(table.column(f).to_pylist() for f in fields))]
     else:
         wanted = "'arch'" + (f" or {column!r}" if column else "")
         raise GroundTruthError(f"ground-truth table {path} has no {wanted} column (columns: {names})")
@@ -136,7 +149,24 @@ def _row_keys(table: pa.Table, path, space) -> list[str]:
     return keys
 
 
+def _record_columns(space, names: list[str]) -> list[str]:
+    """The columns a space's ``from_record`` reads (``space.record_fields``, plus ``*concat`` columns the
+    table has), or [] when the space declares none or the table lacks one."""
+    fields = list(getattr(space, "record_fields", ()) or ())
+    if not fields or not callable(getattr(space, "from_record", None)) or any(f not in names for f in fields):
+        return []
+    return fields + [c for c in ("concat", "normal_concat", "reduce_concat") if c in names]
+
+
 IDENTIFYING = ("arch", "index", "matrix", "ops", "hash", "arch_id", "official_index")
+# Columns that spell the arch (a space's ``record_fields``: DARTS ``normal``/``reduce``) or name a row of a
+# benchmark file (NDS ``job_id``, ``part``): identifying, never labels or metrics.
+RECORD_IDENTIFYING = ("concat", "normal_concat", "reduce_concat", "naslib_compact", "job_id", "part")
+
+
+def identifying_columns(space) -> set:
+    return {*IDENTIFYING, getattr(space, "key_column", None), *(getattr(space, "record_fields", ()) or ()),
+            *RECORD_IDENTIFYING}
 
 
 def _matches(value, wanted) -> bool:
@@ -164,7 +194,7 @@ def select_rows(table: pa.Table, where: dict | None, path) -> pa.Table:
 
 def label_columns(table: pa.Table, metric: str, space) -> list[str]:
     """The columns that say what a row measures (non-numeric, not identifying, not the metric)."""
-    identifying = {*IDENTIFYING, getattr(space, "key_column", None)}
+    identifying = identifying_columns(space)
     numeric = (pa.types.is_integer, pa.types.is_floating, pa.types.is_decimal)
     return [f.name for f in table.schema if f.name not in identifying and f.name != metric
             and not any(test(f.type) for test in numeric) and not pa.types.is_null(f.type)]
@@ -205,7 +235,7 @@ def load(path: str | Path, column: str, space, where: dict | None = None) -> Gro
     """Load ``column`` of the table at ``path`` (only the rows ``where`` selects), keyed by ``space.key``
     and averaged per key over repeats of one measurement (see the module docstring)."""
     table = read_table(path)
-    identifying = {*IDENTIFYING, getattr(space, "key_column", None)}
+    identifying = identifying_columns(space)
     metrics = [c for c in table.column_names if c not in identifying]
     if column in identifying:
         raise GroundTruthError(f"ground-truth column {column!r} of {path} identifies rows, it is not a metric; "

@@ -30,6 +30,9 @@ distinct graphs (accuracy averaged per hash). ``--jacob-samples 32`` scores jaco
 images, the peer's batch.
 
     python -m gradsign.pipeline.devtools.peer_check --space nb101 --cells 500 --batch 64 --proxies all,gradsign --jacob-samples 32
+
+DARTS / NAS-Bench-301 (``--space darts``): the 725 rows of ``nb301_naslib_725.jsonl``, batch 32, the peer's
+non-affine BN in ops (``--bn``); see ``peer_check_darts.py``.
 """
 
 from __future__ import annotations
@@ -121,8 +124,13 @@ def values_from_run(run_dir: Path, rows: list[dict], names: Sequence[str] | None
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m gradsign.pipeline.devtools.peer_check", description=__doc__.split("\n\n")[0])
-    p.add_argument("--space", choices=("nb201", "nb101"), default="nb201",
-                   help="nb201: naslib_zc_nb201.csv; nb101: nb101_naslib_500.jsonl (CIFAR-10)")
+    p.add_argument("--space", choices=("nb201", "nb101", "darts"), default="nb201",
+                   help="nb201: naslib_zc_nb201.csv; nb101: nb101_naslib_500.jsonl; darts: nb301_naslib_725.jsonl "
+                        "(CIFAR-10; see peer_check_darts.py)")
+    p.add_argument("--from-partial", type=Path, default=None,
+                   help="darts: summarise the rows a cut-short run left in its .partial.json instead of scoring")
+    p.add_argument("--bn", choices=("peer", "trained"), default=None,
+                   help="darts: BN inside ops non-affine as the peer (default), or affine as NB301 trained")
     p.add_argument("--dataset", default="cifar10", help="cifar10 | cifar100 | imagenet16_120 (or imagenet16-120)")
     p.add_argument("--cells", type=int, default=None, help="how many peer rows to score (default nb201 200, nb101 500)")
     p.add_argument("--build", choices=("representative", "given"), default="representative",
@@ -132,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pick", choices=("first", "random"), default="first",
                    help="the first --cells rows of the dataset, or a sample drawn with --pick-seed")
     p.add_argument("--pick-seed", type=int, default=0)
-    p.add_argument("--batch", type=int, default=64, help="data batch size")
+    p.add_argument("--batch", type=int, default=None, help="data batch size (default 64; darts: 32, the peer's)")
     p.add_argument("--proxies", default="all", help="comma-separated names; 'all' = the nine baselines")
     p.add_argument("--seed", type=int, default=0, help="run seed (weights via arch_seed; data unless --data-seed)")
     p.add_argument("--seed2", type=int, default=None, help="rerun with this seed; print rho between the runs")
@@ -153,6 +161,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     names = parse_proxies(args.proxies)
+    if args.batch is None:
+        args.batch = 32 if args.space == "darts" else 64
+    if args.space == "darts":
+        from gradsign.pipeline.devtools.peer_check_darts import main as darts_main
+
+        return darts_main(args, names, device)
     if args.space == "nb101":
         from gradsign.pipeline.devtools.peer_check_nb101 import main as nb101_main
 

@@ -39,13 +39,15 @@ def read_arch_list(path: str | Path, space) -> list[int]:
     """arch_ids of an arch-list file: one arch string a line (``#`` comments and blank lines skipped).
 
     A line may also be ``arch_id,arch`` or ``arch_id arch``; the id must then match the arch. Duplicates
-    are scored once.
+    are scored once. ``.jsonl`` files hold records, ``.parquet`` tables an ``arch`` column.
     """
     path = Path(path)
     if not path.is_file():
         raise ArchListError(f"arch list not found: {path}")
     if path.suffix == ".jsonl":
         return _read_jsonl_arch_list(path, space)
+    if path.suffix == ".parquet":
+        return _read_parquet_arch_list(path, space)
     ids: set[int] = set()
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         text = line.split("#", 1)[0].strip()
@@ -82,6 +84,23 @@ def _read_jsonl_arch_list(path: Path, space) -> list[int]:
             ids.add(space.arch_id(arch))
         except ValueError as exc:
             raise ArchListError(f"{path}:{number}: {exc}") from None
+    if not ids:
+        raise ArchListError(f"arch list {path} holds no architectures")
+    return sorted(ids)
+
+
+def _read_parquet_arch_list(path: Path, space) -> list[int]:
+    """arch_ids of a Parquet table's ``arch`` column (e.g. ``gradsign truth nds``); duplicates scored once."""
+    try:
+        table = pq.read_table(path, columns=["arch"])
+    except (pa.ArrowInvalid, KeyError, OSError) as exc:
+        raise ArchListError(f"arch list {path}: cannot read its 'arch' column: {exc}") from None
+    ids: set[int] = set()
+    for row, arch in enumerate(table.column("arch").to_pylist(), start=1):
+        try:
+            ids.add(space.arch_id(arch))
+        except ValueError as exc:
+            raise ArchListError(f"{path}: row {row}: {exc}") from None
     if not ids:
         raise ArchListError(f"arch list {path} holds no architectures")
     return sorted(ids)

@@ -121,7 +121,7 @@ def write_outputs(run_dir: Path, cfg: dict, reducer: Reducer, facts: dict) -> di
         **{k: v for k, v in facts.items() if k != "requested"},
         "first_errors": reducer.first_errors,
     }
-    top = reducer.top(cols)
+    top = with_genotypes(reducer.top(cols), reducer.space)
     write_atomic(top, run_dir / "topk.parquet")
     write_text_atomic(run_dir / "topk.jsonl", "".join(dumps(row) + "\n" for row in top.to_pylist()))
     summary["plots"] = _plots(cols, reducer, run_dir / "plots", cfg, correlations)
@@ -195,3 +195,11 @@ def render_markdown(summary: dict, top: pa.Table, cfg: dict) -> str:
         lines += ["", "## Errors (first few)", ""] + [f"- {e}" for e in summary["first_errors"]]
     return "\n".join(lines) + "\n"
 
+
+def with_genotypes(top: pa.Table, space) -> pa.Table:
+    """``top`` with a ``genotype`` column (the DARTS ``Genotype(...)`` text a DARTS training script takes)
+    when the space has ``genotype_text(arch)`` (DARTS and NDS spaces); other spaces' rows are unchanged."""
+    text = getattr(space, "genotype_text", None)
+    if not callable(text) or "arch" not in top.column_names or "genotype" in top.column_names:
+        return top
+    return top.append_column("genotype", pa.array([text(a) for a in top.column("arch").to_pylist()], pa.string()))
