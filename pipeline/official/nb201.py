@@ -47,6 +47,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from gradsign.pipeline.common.atomic import write_atomic
 from gradsign.spaces import ground_truth
 from gradsign.spaces.nb201 import ArchError, Cell, SIZE
 
@@ -391,13 +392,7 @@ def write_table(conv: Conversion, source: Path, out: str | Path) -> Path:
         "cells": conv.cells, "space_size": conv.space_size, "converter_version": CONVERTER_VERSION,
         "columns": {c.name: f"{COLUMN_DOCS[c.field]}; {c.api_call()}" for c in COLUMNS},
     }
-    table = conv.table.replace_schema_metadata({METADATA_KEY: json.dumps(meta).encode()})
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(conv.table.replace_schema_metadata({METADATA_KEY: json.dumps(meta).encode()}), out)
     return out
 
 

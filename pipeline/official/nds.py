@@ -27,14 +27,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any, Iterator
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from gradsign import spaces
+from gradsign.pipeline.common.atomic import write_atomic
 from gradsign.spaces.ground_truth import GroundTruthError
 
 SPACE_BY_STEM = {"darts": "nds-darts", "enas": "nds-enas", "amoeba": "nds-amoeba", "nasnet": "nds-nasnet",
@@ -144,13 +143,7 @@ def convert(path: str | Path, space: str | None = None) -> tuple[str, pa.Table]:
 
 def write_table(table: pa.Table, out: str | Path) -> Path:
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(table, out)
     return out
 
 
