@@ -39,7 +39,8 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 import numpy as np
 
 from .base import Space
-from .darts_genotype import Genotype, GenotypeError, Rules, cell_from_index, cell_index, cell_size
+from .darts_genotype import (Genotype, GenotypeError, Rules, cell_from_index, cell_index, cell_size,
+                             gradsign_signal)
 
 if TYPE_CHECKING:
     from torch import nn
@@ -111,6 +112,12 @@ class DartsSpace(Space):
     def genotype_text(self, arch) -> str:
         """The DARTS ``Genotype(normal=..., normal_concat=..., reduce=..., reduce_concat=...)`` text."""
         return self.genotype(arch).darts_text()
+
+    def gradsign_signal(self, arch) -> bool:
+        """False when GradSign's per-sample gradients of this arch's network are all float rounding noise
+        (``darts_genotype.gradsign_signal``: no pooling op feeds the last cell's output; always False for
+        ``peer()``'s network, whose pools end in BN)."""
+        return gradsign_signal(self.genotype(arch), self.depth, self.pool_bn)
 
     def build(self, arch, num_classes: int) -> nn.Module:
         """The network at initialisation, drawn from the current torch RNG state."""

@@ -293,3 +293,53 @@ def cell_from_index(index: int, rules: Rules, what: str = "cell") -> Cell:
 def _need_index(rules: Rules) -> None:
     if not rules.distinct_inputs or rules.concat != "all":
         raise ValueError("the mixed-radix cell index is defined for distinct inputs and concat 'all' only")
+
+
+# --- GradSign's per-sample gradients on DARTS-style networks ---------------------------------------------
+
+POOLING_PREFIXES = ("max_pool_", "avg_pool_")
+
+
+def reduction_cells(depth: int) -> tuple[int, ...]:
+    """Indices of the reduction cells of a ``depth``-cell DARTS network (``depth // 3`` and ``2 * depth // 3``)."""
+    return tuple(sorted({depth // 3, 2 * depth // 3}))
+
+
+def cell_output_mean_varies(cell: Cell, reduction: bool, pool_bn: bool = False) -> bool:
+    """Whether the per-channel spatial mean of the cell's output depends on the cell's inputs when the
+    network sees one sample with BatchNorm in train mode.
+
+    Per sample, a BN output has spatial mean exactly its bias, whatever came in. The cell's two inputs are
+    preprocessed by ReLU-conv-BN (or FactorizedReduce, which ends in BN), every conv op ends in BN, and a
+    reduction cell's ``skip_connect`` on a cell input is a FactorizedReduce: all of these have a fixed
+    mean. A pooling op's output mean does depend on its input (max pooling is not linear; average pooling
+    without padded zeros weights the border differently), unless a BN follows it (``pool_bn``, DARTS's search
+    ops). An identity ``skip_connect`` passes its input on, so a node varies when one of its ops is a
+    pooling op, or an identity of a node that varies."""
+    varies: list[bool] = [False, False]  # the two preprocessed cell inputs
+    for node in cell.nodes:
+        live = False
+        for op, src in node:
+            if op.startswith(POOLING_PREFIXES):
+                live |= not pool_bn
+            elif op == "skip_connect" and not (reduction and src < 2):
+                live |= varies[src]
+        varies.append(live)
+    return any(varies[i] for i in cell.concat)
+
+
+def gradsign_signal(genotype: Genotype, depth: int, pool_bn: bool = False) -> bool:
+    """False when every per-sample weight gradient of the ``depth``-cell network of ``genotype`` is float
+    rounding noise, so that its GradSign score counts weights instead of measuring sign agreement.
+
+    The network global-average-pools the last cell's output straight into the classifier. When that output's
+    spatial mean is fixed per sample (``cell_output_mean_varies``), the loss does not depend on the input
+    at batch size 1: the classifier sees BN biases only, and BN's backward removes the spatially constant
+    gradient that the pool sends back. What is left in every weight gradient is float rounding (measured on
+    DARTS_V2: largest |gradient| below 1e-7), whose signs agree across samples no more than coin flips, so
+    the score is about E|sum of N random signs| (4.48 at N = 32, 6.36 at N = 64) times the number of weights.
+    True means the gradient is real behind the last cell's pooling ops (most of the network; the last
+    cell's conv ops still get rounding noise). Batch-level proxies are not affected."""
+    last = int(depth) - 1
+    reduction = last in reduction_cells(int(depth))
+    return cell_output_mean_varies(genotype.reduce if reduction else genotype.normal, reduction, pool_bn)

@@ -36,7 +36,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .darts_genotype import Cell, Genotype, GenotypeError
+from .darts_genotype import Cell, Genotype, GenotypeError, reduction_cells
 
 STEM_MULTIPLIER = 3
 
@@ -169,10 +169,10 @@ class DartsNetwork(nn.Module):
         c_curr = STEM_MULTIPLIER * width
         self.stem = nn.Sequential(nn.Conv2d(in_channels, c_curr, 3, padding=1, bias=False), nn.BatchNorm2d(c_curr))
         c_prev_prev, c_prev, c_curr = c_curr, c_curr, width
-        self.reductions = sorted({depth // 3, 2 * depth // 3})
+        self.reductions = list(reduction_cells(depth))
         cells, reduction_prev = [], False
         for i in range(depth):
-            reduction = i in (depth // 3, 2 * depth // 3)
+            reduction = i in self.reductions
             if reduction:
                 c_curr *= 2
             cell = DartsCell(genotype.reduce if reduction else genotype.normal, c_prev_prev, c_prev, c_curr,

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Iterator, Mapping, Sequence
 
 from .base import Space
 from .darts import DARTS_OPS
-from .darts_genotype import Genotype, GenotypeError, Rules
+from .darts_genotype import Genotype, GenotypeError, Rules, gradsign_signal
 
 if TYPE_CHECKING:
     from torch import nn
@@ -151,6 +151,12 @@ class NDSSpace(Space):
 
     def genotype_text(self, arch) -> str:
         return self.parse(arch)[2].darts_text()
+
+    def gradsign_signal(self, arch) -> bool:
+        """False when GradSign's per-sample gradients of this arch's network are all float rounding noise
+        (``darts_genotype.gradsign_signal``)."""
+        _, depth, genotype = self.parse(arch)
+        return gradsign_signal(genotype, depth)
 
     def build(self, arch, num_classes: int) -> nn.Module:
         from .darts_net import DartsNetwork

@@ -108,7 +108,7 @@ def test_topk_rows_carry_the_genotype_text(data_dir, rows):
     import pyarrow as pa
 
     from gradsign.pipeline.outputs.reducer import Reducer
-    from gradsign.pipeline.outputs.report import with_genotypes
+    from gradsign.pipeline.outputs.reducer import with_space_columns
 
     space = spaces.get("darts")
     ids = [space.arch_id(r) for r in rows[:5]]
@@ -116,7 +116,7 @@ def test_topk_rows_carry_the_genotype_text(data_dir, rows):
                        "params": [r["params"] for r in rows[:5]], "nonfinite": [None] * 5, "error": [None] * 5})
     reducer = Reducer(["params"], space, ground_truth.load(data_dir / NB301, "val_accuracy", space), topk=3)
     reducer.add(scores)
-    top = with_genotypes(reducer.top(reducer.columns()), space).to_pylist()
+    top = with_space_columns(reducer.top(reducer.columns()), space).to_pylist()
     best = sorted(rows[:5], key=lambda r: -r["params"])[:3]
     assert [t["arch_id"] for t in top] == [space.arch_id(r) for r in best]
     for t, r in zip(top, best):
@@ -124,7 +124,7 @@ def test_topk_rows_carry_the_genotype_text(data_dir, rows):
         assert t["val_accuracy"] == pytest.approx(r["val_accuracy"])
     nb201 = spaces.get("nb201")
     plain = pa.table({"rank": [1], "arch_id": [0], "arch": [nb201.arch(0)]})
-    assert with_genotypes(plain, nb201) is plain
+    assert with_space_columns(plain, nb201) is plain
 
 
 @pytest.mark.ray
@@ -158,3 +158,49 @@ def test_small_nb301_run_through_ray_writes_genotypes(tmp_path, data_dir, rows, 
         assert row["arch_id"] == space.arch_id(source)
     recompute(result.run_dir)
     assert [json.loads(line) for line in (result.run_dir / "topk.jsonl").read_text().splitlines()] == top
+
+
+def test_signal_split_counts_and_candidate_lists_on_darts_scores(tmp_path, data_dir, rows, capsys):
+    """The report's split of GradSign by ``gradsign_signal`` (counts agree with the rule, correlations per
+    group over the rows that group holds), the top-k's ``gradsign_signal`` column, and ``gradsign
+    candidates`` from a DARTS score table (a space of 1e18 archs: memory follows the table) carrying the
+    Genotype text."""
+    import numpy as np
+    import pyarrow as pa
+
+    from gradsign.pipeline import cli
+    from gradsign.pipeline.outputs.candidates import table_topk
+    from gradsign.pipeline.outputs.reducer import Reducer
+
+    space = spaces.get("darts")
+    picked = rows[:60]
+    ids = [space.arch_id(r) for r in picked]
+    archs = [space.arch(i) for i in ids]
+    values = np.random.default_rng(0).normal(size=len(picked))  # stand-in scores: only the bookkeeping is checked
+    scores = pa.table({"arch_id": pa.array(ids, pa.int64()), "arch": archs, "gradsign": values,
+                       "nonfinite": [None] * len(picked), "error": [None] * len(picked)})
+    truth = ground_truth.load(data_dir / NB301, "val_accuracy", space)
+    reducer = Reducer(["gradsign"], space, truth, topk=len(picked))
+    reducer.add(scores)
+    cols = reducer.columns()
+    split = reducer.signal_split(cols)
+    signal = [space.gradsign_signal(a) for a in archs]
+    assert split["with_signal"] == sum(signal) and split["without_signal"] == len(signal) - sum(signal) > 0
+    assert split["with_signal_correlation"]["n"] + split["without_signal_correlation"]["n"] == len(picked)
+    top = reducer.top(cols).to_pylist()
+    assert {(t["arch"], t["gradsign_signal"]) for t in top} == set(zip(archs, signal))
+    assert Reducer(["params"], space).signal_split(cols) is None  # no GradSign column, no split
+
+    import pyarrow.csv as pa_csv
+
+    pa_csv.write_csv(scores.select(["arch", "gradsign"]), tmp_path / "s.csv")
+    listed, _ = table_topk([tmp_path / "s.csv"], space, ["gradsign"], 5)
+    best = np.argsort(-values)[:5]
+    assert listed.column("arch").to_pylist() == [archs[k] for k in best]
+    assert listed.column("genotype").to_pylist() == [space.genotype_text(archs[k]) for k in best]
+    out = tmp_path / "list.jsonl"
+    assert cli.main(["candidates", str(tmp_path / "s.csv"), "--space", "darts", "--by", "gradsign",
+                     "--count", "5", "-o", str(out)]) == 0
+    assert "5 candidates" in capsys.readouterr().out
+    assert [json.loads(line)["genotype"] for line in out.read_text().splitlines()] == \
+        listed.column("genotype").to_pylist()

@@ -118,10 +118,9 @@ def _source_ids(table: pa.Table, space, where: str) -> np.ndarray:
 
 def table_columns(sources: Sequence[str | Path], space, proxies: Sequence[str]) -> Columns:
     """The reducer's view of ``proxies`` read from score tables (each from the first source that has it),
-    over every arch that any of them scores."""
-    n = len(space)
-    values = {p: np.full(n, np.nan) for p in proxies}
-    usable = {p: np.zeros(n, bool) for p in proxies}
+    over every arch that any of them scores, in arch_id order. Memory follows the tables, not the space
+    (a DARTS space has about 1e18 archs)."""
+    found: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # proxy -> (ids, values, usable)
     missing = list(proxies)
     for source in sources:
         if not missing:
@@ -141,14 +140,21 @@ def table_columns(sources: Sequence[str | Path], space, proxies: Sequence[str]) 
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
                 raise ValueError(f"{where}: column {proxy!r} is not numeric: {exc}") from None
             keep = ok & np.isfinite(v) & ~np.asarray([flagged(f, proxy) for f in flags], bool)
-            values[proxy][ids] = v
-            usable[proxy][ids] = keep
+            found[proxy] = (ids, v, keep)
             missing.remove(proxy)
     if missing:
         raise ValueError(f"no source has a column {missing[0]!r} (sources: {', '.join(map(str, sources))})")
-    present = np.flatnonzero(np.any([np.isfinite(values[p]) for p in proxies], axis=0))
-    return Columns(present.astype(np.int64), np.ones(present.size, bool), {p: values[p][present] for p in proxies},
-                   {p: usable[p][present] for p in proxies}, np.full(present.size, np.nan))
+    present = np.unique(np.concatenate([found[p][0][np.isfinite(found[p][1])] for p in proxies]
+                                       + [np.zeros(0, np.int64)])).astype(np.int64)
+    values, usable = {}, {}
+    for p in proxies:
+        ids, v, keep = found[p]
+        values[p], usable[p] = np.full(present.size, np.nan), np.zeros(present.size, bool)
+        if present.size:
+            at = np.searchsorted(present, ids)
+            hit = (at < present.size) & (present[np.minimum(at, present.size - 1)] == ids)
+            values[p][at[hit]], usable[p][at[hit]] = v[hit], keep[hit]
+    return Columns(present, np.ones(present.size, bool), values, usable, np.full(present.size, np.nan))
 
 
 def table_topk(sources: Sequence[str | Path], space, by: Sequence[str], count: int,

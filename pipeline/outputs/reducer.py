@@ -126,6 +126,26 @@ class Reducer:
             out[proxy] = entry
         return out
 
+    def signal_split(self, cols: Columns) -> dict | None:
+        """Where the space can build networks that leave GradSign without a per-sample signal
+        (``space.gradsign_signal(arch)``: DARTS-style cells, see ``spaces/darts_genotype.py``) and GradSign is
+        scored: how many scored archs have the signal and how many have none (their scores count weights), and
+        with ground truth GradSign's correlations within each group. None otherwise."""
+        check = getattr(self.space, "gradsign_signal", None)
+        if not callable(check) or "gradsign" not in self.proxy_names:
+            return None
+        signal = np.zeros(len(cols.arch_id), bool)
+        for i in np.flatnonzero(cols.ok):
+            signal[i] = check(self.space.arch(int(cols.arch_id[i])))
+        out: dict = {"with_signal": int((cols.ok & signal).sum()), "without_signal": int((cols.ok & ~signal).sum())}
+        if self.ground_truth is not None:
+            usable = cols.usable["gradsign"] & np.isfinite(cols.truth)
+            for name, group in (("with_signal", signal), ("without_signal", ~signal)):
+                keep = usable & group
+                out[f"{name}_correlation"] = {"n": int(keep.sum()),
+                                              **_rank_correlations(cols.values["gradsign"], cols.truth, keep)}
+        return out
+
     def top(self, cols: Columns) -> pa.Table:
         """The ``topk`` best archs by ``topk_by`` (default: the first proxy; a list: their rank average),
         diverse when ``topk_min_distance`` is set, with rank and all scores."""
@@ -160,7 +180,24 @@ class Reducer:
             truth = cols.truth[order]
             columns[self.ground_truth.column] = pa.array([None if math.isnan(t) else float(t) for t in truth],
                                                          pa.float64())
-        return pa.table(columns)
+        return with_space_columns(pa.table(columns), self.space)
+
+
+def with_space_columns(top: pa.Table, space) -> pa.Table:
+    """``top`` with what DARTS-style spaces add to a candidate row: ``genotype``, the DARTS
+    ``Genotype(...)`` text a DARTS training script takes (when the space has ``genotype_text(arch)``), and
+    ``gradsign_signal`` beside a ``gradsign`` column (when the space has ``gradsign_signal(arch)``: False
+    marks an arch whose GradSign score counts weights, see ``spaces/darts_genotype.py``). Other spaces' rows
+    are returned unchanged."""
+    archs = top.column("arch").to_pylist() if "arch" in top.column_names else None
+    text = getattr(space, "genotype_text", None)
+    if archs is not None and callable(text) and "genotype" not in top.column_names:
+        top = top.append_column("genotype", pa.array([text(a) for a in archs], pa.string()))
+    signal = getattr(space, "gradsign_signal", None)
+    if (archs is not None and callable(signal) and "gradsign" in top.column_names
+            and "gradsign_signal" not in top.column_names):
+        top = top.append_column("gradsign_signal", pa.array([bool(signal(a)) for a in archs], pa.bool_()))
+    return top
 
 
 def _rank_correlations(values: np.ndarray, truth: np.ndarray, keep: np.ndarray) -> dict:

@@ -121,7 +121,10 @@ def write_outputs(run_dir: Path, cfg: dict, reducer: Reducer, facts: dict) -> di
         **{k: v for k, v in facts.items() if k != "requested"},
         "first_errors": reducer.first_errors,
     }
-    top = with_genotypes(reducer.top(cols), reducer.space)
+    signal = reducer.signal_split(cols)
+    if signal is not None:
+        summary["gradsign_signal"] = signal
+    top = reducer.top(cols)
     write_atomic(top, run_dir / "topk.parquet")
     write_text_atomic(run_dir / "topk.jsonl", "".join(dumps(row) + "\n" for row in top.to_pylist()))
     summary["plots"] = _plots(cols, reducer, run_dir / "plots", cfg, correlations)
@@ -181,6 +184,7 @@ def render_markdown(summary: dict, top: pa.Table, cfg: dict) -> str:
     shown = summary.get("plots", [])[:1] if "plots/proxies.png" in summary.get("plots", []) else summary.get("plots", [])
     for plot in shown:  # several proxies: their panels in one figure (the single files stay in plots/)
         lines += ["", f"![{plot}]({plot})"]
+    lines += _signal_lines(summary.get("gradsign_signal"))
     if top.num_rows:
         lines += ["", f"## Top {min(10, top.num_rows)} of {top.num_rows} candidates (`topk.parquet`)", ""]
         if isinstance(cfg.get("topk_by"), list) or cfg.get("topk_min_distance") is not None:
@@ -196,10 +200,19 @@ def render_markdown(summary: dict, top: pa.Table, cfg: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def with_genotypes(top: pa.Table, space) -> pa.Table:
-    """``top`` with a ``genotype`` column (the DARTS ``Genotype(...)`` text a DARTS training script takes)
-    when the space has ``genotype_text(arch)`` (DARTS and NDS spaces); other spaces' rows are unchanged."""
-    text = getattr(space, "genotype_text", None)
-    if not callable(text) or "arch" not in top.column_names or "genotype" in top.column_names:
-        return top
-    return top.append_column("genotype", pa.array([text(a) for a in top.column("arch").to_pylist()], pa.string()))
+def _signal_lines(signal: dict | None) -> list[str]:
+    """The report's section on archs whose GradSign scores count weights (DARTS-style spaces)."""
+    if signal is None:
+        return []
+    total = signal["with_signal"] + signal["without_signal"]
+    lines = ["", "## GradSign's per-sample signal", "",
+             f"{signal['without_signal']} of {total} scored archs have no pooling op feeding their last cell's "
+             "output: at batch size 1 every weight gradient of their networks is float rounding noise, so their "
+             "GradSign scores count weights (about E|sum of N random signs| per weight) rather than measure "
+             "agreement. Top-k rows say which in `gradsign_signal`; docs/spaces.md has the reason."]
+    if "with_signal_correlation" in signal:
+        lines += ["", "| GradSign on | Spearman rho | Kendall tau | n |", "|---|---|---|---|"]
+        for name, label in (("with_signal", "archs with the signal"), ("without_signal", "archs without")):
+            c = signal[f"{name}_correlation"]
+            lines.append(f"| {label} | {fmt(c.get('spearman'))} | {fmt(c.get('kendall'))} | {c['n']} |")
+    return lines
