@@ -204,3 +204,40 @@ def test_signal_split_counts_and_candidate_lists_on_darts_scores(tmp_path, data_
     assert "5 candidates" in capsys.readouterr().out
     assert [json.loads(line)["genotype"] for line in out.read_text().splitlines()] == \
         listed.column("genotype").to_pylist()
+
+
+def test_signal_check_reports_score_per_weight_by_group(tmp_path, rows, capsys):
+    """``devtools.signal_check`` on a run folder written here: weights counted as GradSign counts them,
+    the ratio per group, and E|sum of N coin flips| exact (checked against enumeration for small N)."""
+    import itertools
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import yaml
+    from torch import nn
+
+    from gradsign.pipeline.devtools import signal_check
+
+    for n in range(1, 9):
+        exact = sum(abs(sum(s)) for s in itertools.product((-1, 1), repeat=n)) / 2 ** n
+        assert signal_check.coin_flip_agreement(n) == pytest.approx(exact)
+    space = spaces.get("darts")
+    with_signal = [r for r in rows if space.gradsign_signal(space.from_record(r))][:3]
+    without = [r for r in rows if not space.gradsign_signal(space.from_record(r))][:3]
+    archs = [space.from_record(r) for r in with_signal + without]
+    weights = [sum(m.weight.numel() for m in space.build(a, 10).modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+               for a in archs]
+    per_weight = [7.0, 7.5, 8.0, 6.0, 6.0, 6.0]  # stand-in scores: score = per_weight x weights
+    run = tmp_path / "run"
+    (run / "scores").mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump({"space": "darts", "dataset": "cifar10", "proxies": ["gradsign"],
+                                                     "data": {"batch_size": 64}, "ground_truth": {"path": None}}))
+    pq.write_table(pa.table({"arch_id": [space.arch_id(a) for a in archs], "arch": archs,
+                             "gradsign": [p * w for p, w in zip(per_weight, weights)], "error": [None] * 6}),
+                   run / "scores" / "part-00000.parquet")
+    assert signal_check.main([str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "coin flips give 6.358 per weight" in out
+    lines = {line[:16].strip(): line[16:].split() for line in out.splitlines()}
+    assert lines["with signal"][:6] == ["3", "7.500", "+-", "0.408", "7.000", "8.000"]
+    assert lines["without signal"] == ["3", "6.000", "+-", "0.000", "6.000", "6.000", "1.000"]  # a weight count
