@@ -336,8 +336,8 @@ def gradsign_signal(genotype: Genotype, depth: int, pool_bn: bool = False) -> bo
     spatial mean is fixed per sample (``cell_output_mean_varies``), the loss does not depend on the input
     at batch size 1: the classifier sees BN biases only, and BN's backward removes the spatially constant
     gradient that the pool sends back. What is left in every weight gradient is float rounding (measured on
-    DARTS_V2: largest |gradient| below 1e-7), whose signs agree across samples no more than coin flips, so
-    the score is about E|sum of N random signs| (4.48 at N = 32, 6.36 at N = 64) times the number of weights.
+    DARTS_V2: largest |gradient| below 1e-7), whose signs say nothing about the architecture, so the score
+    is close to E|sum of N random signs| (4.48 at N = 32, 6.36 at N = 64) times the number of weights.
     True means the gradient is real behind the last cell's pooling ops (most of the network; the last
     cell's conv ops still get rounding noise). Batch-level proxies are not affected."""
     last = int(depth) - 1

@@ -208,7 +208,7 @@ def _signal_lines(signal: dict | None) -> list[str]:
     lines = ["", "## GradSign's per-sample signal", "",
              f"{signal['without_signal']} of {total} scored archs have no pooling op feeding their last cell's "
              "output: at batch size 1 every weight gradient of their networks is float rounding noise, so their "
-             "GradSign scores count weights (about E|sum of N random signs| per weight) rather than measure "
+             "GradSign scores count weights (close to E|sum of N random signs| per weight) rather than measure "
              "agreement. Top-k rows say which in `gradsign_signal`; docs/spaces.md has the reason."]
     if "with_signal_correlation" in signal:
         lines += ["", "| GradSign on | Spearman rho | Kendall tau | n |", "|---|---|---|---|"]
