@@ -28,9 +28,10 @@ def coin_flip_agreement(n: int) -> float:
 
 
 def weight_count(net) -> int:
-    from torch import nn
+    """The number of weight entries GradSign sums over (the engine's own layer list)."""
+    from gradsign.actors.per_sample import weighted_layers
 
-    return sum(m.weight.numel() for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+    return sum(m.weight.numel() for _, m in weighted_layers(net))
 
 
 def main(argv: list[str] | None = None) -> int:
