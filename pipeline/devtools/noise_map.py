@@ -19,8 +19,8 @@ import argparse
 import copy
 import os
 import sys
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -41,8 +41,6 @@ def layer_group(name: str) -> str:
 def noise_map(net, inputs, targets) -> tuple[list[GroupNoise], float, float]:
     """(per layer group in network order, fp32 score, fp64 score) for ``net`` as initialised: the hooks
     engine in float32 against the per-sample loop in float64 on a double copy. ``net`` is not changed."""
-    import torch
-
     from gradsign.actors.per_sample import sign_sums, sign_sums_loop
 
     fp32 = sign_sums(copy.deepcopy(net), inputs.float(), targets, engine="hooks")
@@ -52,11 +50,7 @@ def noise_map(net, inputs, targets) -> tuple[list[GroupNoise], float, float]:
         counts = groups.setdefault(layer_group(name), [0, 0])
         counts[0] += exact.numel()
         counts[1] += int((fp32.sums[name].double() != exact).sum())
-
-    def score(result) -> float:
-        return float(sum(torch.as_tensor(s).abs().sum() for s in result.sums.values()))
-
-    return [GroupNoise(g, w, d) for g, (w, d) in groups.items()], score(fp32), score(fp64)
+    return [GroupNoise(g, w, d) for g, (w, d) in groups.items()], fp32.score(), fp64.score()
 
 
 def main(argv: list[str] | None = None) -> int:
