@@ -241,3 +241,32 @@ def test_signal_check_reports_score_per_weight_by_group(tmp_path, rows, capsys):
     lines = {line[:16].strip(): line[16:].split() for line in out.splitlines()}
     assert lines["with signal"][:6] == ["3", "7.500", "+-", "0.408", "7.000", "8.000"]
     assert lines["without signal"] == ["3", "6.000", "+-", "0.000", "6.000", "6.000", "1.000"]  # a weight count
+
+
+def test_noise_map_table_study_splits_the_score_by_layer_noise(tmp_path, rows, data_dir, capsys, monkeypatch):
+    """``devtools.noise_map --table`` on three real NB301 rows (trained network, batch 8): per row the score
+    splits into layers with a signal and noise layers (the last cell's conv ops are noise; the stem and the
+    first cells are not), and the study prints Spearman / Kendall of the four quantities."""
+    import torch
+
+    from gradsign.pipeline.devtools import noise_map
+    from gradsign.pipeline.driver.data import load_batch
+
+    space = spaces.get("darts")
+    batch = load_batch(data_dir / "cifar10_train_1000.npz", "cifar10", 8, seed=0)
+    x, y = torch.from_numpy(batch.images), torch.from_numpy(batch.labels)
+    torch.manual_seed(0)
+    layers, fp32, _ = noise_map.layer_noise(space.build(space.from_record(rows[0]), 10), x, y)
+    assert sum(layer.score for layer in layers) == fp32
+    noise = {layer.name for layer in layers if layer.noise}
+    assert any(n.startswith("cells.7.ops.") for n in noise)
+    assert not any(n.startswith(("stem", "cells.0.", "cells.1.")) for n in noise)
+    table = tmp_path / "three.jsonl"
+    table.write_text("".join(json.dumps(r) + "\n" for r in rows[:3]))
+    monkeypatch.setenv("GRADSIGN_DATA", str(data_dir))
+    assert noise_map.main(["--space", "darts", "--table", str(table), "--cells", "3", "--batch", "8"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"{table}: 3 rows (sample seed 1), batch 8; noise share of the weights: mean 0.")
+    found = {line[:24].strip(): [float(v) for v in line[24:].split()] for line in out[2:]}
+    assert list(found) == ["score", "weights", "signal-layer score", "signal-layer weights"]
+    assert all(-1 <= v <= 1 for pair in found.values() for v in pair)

@@ -10,7 +10,15 @@ the scorer runs) and with the reference loop in float64, and prints per layer gr
 per-sample signal has the same sign sum in both (up to the rare gradient near zero); a noise weight
 differs in most draws. It also prints both scores and their relative difference. Read-only; CPU is fine.
 
+With ``--table`` (a JSON-lines table with ``val_accuracy``, as ``nb301_naslib_725.jsonl``) it does this for
+``--cells`` rows drawn at random (``--sample-seed``) and asks where GradSign's correlation comes from: a layer
+is *noise* when more than half of its sign sums differ (the gap is wide: signal layers differ in at most a
+few per cent, noise layers in most; the classifier, whose columns are noise for the channels of BN-ended
+nodes only, counts as one layer either way), and it prints Spearman / Kendall against ``val_accuracy`` of the
+score, the weight count, and both restricted to the layers with a signal.
+
     python -m gradsign.pipeline.devtools.noise_map --space darts --arch-id 44118116947695556 --batch 64
+    python -m gradsign.pipeline.devtools.noise_map --space darts --table ../shared/data/nb301_naslib_725.jsonl --cells 80
 """
 
 from __future__ import annotations
@@ -32,32 +40,87 @@ class GroupNoise:
     differ: int
 
 
+@dataclass(frozen=True)
+class LayerNoise:
+    """One scored layer: weight entries, sign sums that differ between fp32 and fp64, and its float32
+    share of the score (sum of |S| over its weights)."""
+
+    name: str
+    weights: int
+    differ: int
+    score: float
+
+    @property
+    def noise(self) -> bool:
+        """More than half of its sign sums moved with the precision: its gradients are rounding noise."""
+        return 2 * self.differ > self.weights
+
+
 def layer_group(name: str) -> str:
     """``cells.7.ops.4.1`` -> ``cells.7``; ``stem.0`` -> ``stem``; ``classifier`` -> ``classifier``."""
     parts = name.split(".")
     return ".".join(parts[:2]) if parts[0] == "cells" and len(parts) > 1 else parts[0]
 
 
-def noise_map(net, inputs, targets) -> tuple[list[GroupNoise], float, float]:
-    """(per layer group in network order, fp32 score, fp64 score) for ``net`` as initialised: the hooks
+def layer_noise(net, inputs, targets) -> tuple[list[LayerNoise], float, float]:
+    """(per scored layer in network order, fp32 score, fp64 score) for ``net`` as initialised: the hooks
     engine in float32 against the per-sample loop in float64 on a double copy. ``net`` is not changed."""
+    import torch
+
     from gradsign.actors.per_sample import sign_sums, sign_sums_loop
 
     fp32 = sign_sums(copy.deepcopy(net), inputs.float(), targets, engine="hooks")
     fp64 = sign_sums_loop(copy.deepcopy(net).double(), inputs.double(), targets)
+    layers = [LayerNoise(name, exact.numel(), int((fp32.sums[name].double() != exact).sum()),
+                         float(fp32.sums[name].abs().sum(dtype=torch.float64)))
+              for name, exact in fp64.sums.items()]
+    return layers, fp32.score(), fp64.score()
+
+
+def noise_map(net, inputs, targets) -> tuple[list[GroupNoise], float, float]:
+    """``layer_noise`` summed per layer group (``layer_group``), in network order."""
+    layers, fp32, fp64 = layer_noise(net, inputs, targets)
     groups: dict[str, list[int]] = {}
-    for name, exact in fp64.sums.items():
-        counts = groups.setdefault(layer_group(name), [0, 0])
-        counts[0] += exact.numel()
-        counts[1] += int((fp32.sums[name].double() != exact).sum())
-    return [GroupNoise(g, w, d) for g, (w, d) in groups.items()], fp32.score(), fp64.score()
+    for layer in layers:
+        counts = groups.setdefault(layer_group(layer.name), [0, 0])
+        counts[0] += layer.weights
+        counts[1] += layer.differ
+    return [GroupNoise(g, w, d) for g, (w, d) in groups.items()], fp32, fp64
+
+
+def table_study(space, rows: list[dict], build, inputs, targets) -> dict[str, tuple[float, float]]:
+    """For table rows with ``val_accuracy``: Spearman / Kendall against it of the score, the weight count,
+    and both over the layers with a signal only, plus the noise share of the weights (mean, max)."""
+    import numpy as np
+    from scipy import stats
+
+    columns: dict[str, list[float]] = {"score": [], "weights": [], "signal-layer score": [],
+                                       "signal-layer weights": [], "noise share": []}
+    for row in rows:
+        layers, fp32, _ = layer_noise(build(space.from_record(row)), inputs, targets)
+        signal = [x for x in layers if not x.noise]
+        weights = sum(x.weights for x in layers)
+        for key, value in (("score", fp32), ("weights", weights), ("signal-layer score", sum(x.score for x in signal)),
+                           ("signal-layer weights", sum(x.weights for x in signal)),
+                           ("noise share", 1 - sum(x.weights for x in signal) / weights)):
+            columns[key].append(float(value))
+    truth = np.asarray([float(r["val_accuracy"]) for r in rows])
+    out = {k: (float(stats.spearmanr(v, truth).statistic), float(stats.kendalltau(v, truth).statistic))
+           for k, v in columns.items() if k != "noise share"}
+    share = np.asarray(columns["noise share"])
+    out["noise share"] = (float(share.mean()), float(share.max()))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gradsign.pipeline.devtools.noise_map", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--space", default="darts")
-    parser.add_argument("--arch-id", type=int, required=True)
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--arch-id", type=int)
+    which.add_argument("--table", help="JSON-lines rows with val_accuracy (normal/reduce or arch)")
+    parser.add_argument("--cells", type=int, default=80, help="--table: rows drawn")
+    parser.add_argument("--sample-seed", type=int, default=1, help="--table: which rows")
     parser.add_argument("--dataset", default="cifar10")
     parser.add_argument("--data", default=None,
                         help="the dataset file (default: the shared data folder's file, $GRADSIGN_DATA or ../shared/data)")
@@ -79,10 +142,28 @@ def main(argv: list[str] | None = None) -> int:
     data = args.data or Path(os.environ.get("GRADSIGN_DATA", Path("..") / "shared" / "data")) / DATA_FILES[info.name]
     batch = load_batch(data, info.name, args.batch, seed=args.seed)
     space = get_space(args.space)
+    inputs, targets = torch.from_numpy(batch.images), torch.from_numpy(batch.labels)
+
+    def build(arch: str):
+        torch.manual_seed(arch_seed(args.seed, arch))
+        return space.build(arch, info.num_classes)
+
+    if args.table:
+        import json
+        import random
+
+        with open(args.table) as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+        rows = [rows[i] for i in sorted(random.Random(args.sample_seed).sample(range(len(rows)), min(args.cells, len(rows))))]
+        study = table_study(space, rows, build, inputs, targets)
+        print(f"{args.table}: {len(rows)} rows (sample seed {args.sample_seed}), batch {args.batch}; "
+              f"noise share of the weights: mean {study['noise share'][0]:.3f}, max {study['noise share'][1]:.3f}")
+        print(f"{'vs val_accuracy':<24}{'Spearman':>10}{'Kendall':>10}")
+        for key in ("score", "weights", "signal-layer score", "signal-layer weights"):
+            print(f"{key:<24}{study[key][0]:>10.3f}{study[key][1]:>10.3f}")
+        return 0
     arch = space.arch(args.arch_id)
-    torch.manual_seed(arch_seed(args.seed, arch))
-    net = space.build(arch, info.num_classes)
-    groups, fp32, fp64 = noise_map(net, torch.from_numpy(batch.images), torch.from_numpy(batch.labels))
+    groups, fp32, fp64 = noise_map(build(arch), inputs, targets)
     signal = getattr(space, "gradsign_signal", None)
     print(f"{args.space} arch {args.arch_id}" + (f" (gradsign_signal {signal(arch)})" if callable(signal) else ""))
     print(f"score: float32 hooks {fp32:.0f}, float64 loop {fp64:.0f}, relative difference "
