@@ -298,7 +298,7 @@ def test_noise_map_finds_the_weights_whose_signs_are_rounding_noise(cifar10_batc
         before = {k: v.clone() for k, v in net.state_dict().items()}
         groups, _, _ = noise_map(net, x, y)
         assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # read-only
-        share = {g.group: g.differ / g.weights for g in groups}
+        share = {g.name: g.differ / g.weights for g in groups}
         assert list(share) == ["stem", "cells.0", "cells.1", "cells.2", "cells.3", "classifier"]
         if signal:
             assert max(share["stem"], share["cells.0"], share["cells.1"]) <= 0.02

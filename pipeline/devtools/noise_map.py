@@ -32,18 +32,9 @@ from pathlib import Path
 
 
 @dataclass(frozen=True)
-class GroupNoise:
-    """One layer group: weight entries, and how many of their sign sums differ between fp32 and fp64."""
-
-    group: str
-    weights: int
-    differ: int
-
-
-@dataclass(frozen=True)
 class LayerNoise:
-    """One scored layer: weight entries, sign sums that differ between fp32 and fp64, and its float32
-    share of the score (sum of |S| over its weights)."""
+    """One scored layer (or a group of them, ``noise_map``): weight entries, sign sums that differ between
+    fp32 and fp64, and its float32 share of the score (sum of |S| over its weights)."""
 
     name: str
     weights: int
@@ -77,15 +68,18 @@ def layer_noise(net, inputs, targets) -> tuple[list[LayerNoise], float, float]:
     return layers, fp32.score(), fp64.score()
 
 
-def noise_map(net, inputs, targets) -> tuple[list[GroupNoise], float, float]:
+def merged(name: str, layers: list[LayerNoise]) -> LayerNoise:
+    """``layers`` summed into one record called ``name``."""
+    return LayerNoise(name, sum(x.weights for x in layers), sum(x.differ for x in layers), sum(x.score for x in layers))
+
+
+def noise_map(net, inputs, targets) -> tuple[list[LayerNoise], float, float]:
     """``layer_noise`` summed per layer group (``layer_group``), in network order."""
     layers, fp32, fp64 = layer_noise(net, inputs, targets)
-    groups: dict[str, list[int]] = {}
+    groups: dict[str, list[LayerNoise]] = {}
     for layer in layers:
-        counts = groups.setdefault(layer_group(layer.name), [0, 0])
-        counts[0] += layer.weights
-        counts[1] += layer.differ
-    return [GroupNoise(g, w, d) for g, (w, d) in groups.items()], fp32, fp64
+        groups.setdefault(layer_group(layer.name), []).append(layer)
+    return [merged(g, members) for g, members in groups.items()], fp32, fp64
 
 
 def table_study(space, rows: list[dict], build, inputs, targets) -> dict[str, tuple[float, float]]:
@@ -98,11 +92,9 @@ def table_study(space, rows: list[dict], build, inputs, targets) -> dict[str, tu
                                        "signal-layer weights": [], "noise share": []}
     for row in rows:
         layers, fp32, _ = layer_noise(build(space.from_record(row)), inputs, targets)
-        signal = [x for x in layers if not x.noise]
-        weights = sum(x.weights for x in layers)
-        for key, value in (("score", fp32), ("weights", weights), ("signal-layer score", sum(x.score for x in signal)),
-                           ("signal-layer weights", sum(x.weights for x in signal)),
-                           ("noise share", 1 - sum(x.weights for x in signal) / weights)):
+        whole, signal = merged("all", layers), merged("signal", [x for x in layers if not x.noise])
+        for key, value in (("score", fp32), ("weights", whole.weights), ("signal-layer score", signal.score),
+                           ("signal-layer weights", signal.weights), ("noise share", 1 - signal.weights / whole.weights)):
             columns[key].append(float(value))
     truth = np.asarray([float(r["val_accuracy"]) for r in rows])
     out = {k: (float(stats.spearmanr(v, truth).statistic), float(stats.kendalltau(v, truth).statistic))
@@ -169,8 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"score: float32 hooks {fp32:.0f}, float64 loop {fp64:.0f}, relative difference "
           f"{abs(fp32 - fp64) / max(fp64, 1.0):.2e}")
     print(f"{'group':<12}{'weights':>10}{'sign sums differ':>18}")
-    for g in groups + [GroupNoise("all", sum(x.weights for x in groups), sum(x.differ for x in groups))]:
-        print(f"{g.group:<12}{g.weights:>10}{g.differ:>10} ({g.differ / g.weights:6.1%})")
+    for g in groups + [merged("all", groups)]:
+        print(f"{g.name:<12}{g.weights:>10}{g.differ:>10} ({g.differ / g.weights:6.1%})")
     return 0
 
 
