@@ -4,8 +4,10 @@ All engines compute, for a network in training mode and a batch (x_i, y_i), i = 
 
     S_k = sum_i sign(g_ik)        g_i = d cross_entropy(f(x_i), y_i) / d weights (Conv2d, Linear)
 
-with BatchNorm normalising each sample by its own statistics (as a batch of one would), sign(0) = 0,
-and non-finite g_ik left out of the sum (and counted). They differ only in how they get g_i:
+with BatchNorm normalising each sample by its own statistics (as a batch of one would; ``bn="sample"``, the
+paper's definition) or by the whole batch's statistics held constant (``bn="batch"``, see
+``BatchStatistics``), sign(0) = 0, and non-finite g_ik left out of the sum (and counted). They differ only
+in how they get g_i:
 
 - ``loop``: N backward passes at batch size 1 (the reference's way; slow, launch-bound on a GPU).
 - ``hooks`` (production): one batched forward+backward per chunk of samples, each BatchNorm switched to
@@ -15,8 +17,8 @@ and non-finite g_ik left out of the sum (and counted). They differ only in how t
   Parameters need no summed gradient, so backward computes none: the per-sample products replace it.
 - ``func``: ``torch.func.vmap(grad(...))`` over ``functional_call``, per chunk.
 
-Invariant shared by all three: samples never interact (per-sample BN), so chunking the batch changes no
-number beyond float rounding.
+Invariant shared by all three, in both BatchNorm modes: samples never interact (per-sample BN, or BN as a
+constant per-channel affine map), so chunking the batch changes no number beyond float rounding.
 
 The loop is the definition. ``func`` equals it by construction (vmap evaluates each sample alone). The
 ``hooks`` engine equals it only on networks where every use of a scored weight is a call of a stock
@@ -44,6 +46,7 @@ from torch.nn.utils import parametrize
 
 WEIGHTED = (nn.Conv2d, nn.Linear)
 ENGINES = ("hooks", "func", "loop")
+BN_MODES = ("sample", "batch")
 FALLBACKS = ("auto", "func", "loop", "error")
 DEFAULT_MEMORY_BUDGET_MB = 2048
 # Sample 0's logits alone and inside the batch must agree to this fraction of their largest magnitude.
@@ -207,6 +210,81 @@ def per_sample_batch_norm(net: nn.Module) -> Iterator[None]:
             del m.forward
 
 
+class BatchStatistics:
+    """Every BatchNorm's batch mean and biased variance from one train-mode forward of the whole batch.
+
+    ``applied()`` makes each BatchNorm compute ``(x - mean) / sqrt(var + eps) * weight + bias`` with these
+    numbers held constant (per channel, no gradient through them): a per-channel affine map, so samples never
+    interact, every engine stays exact, and each sample's output is the one it has inside the full batch in
+    train mode. A BatchNorm called several times per forward gets the statistics of each call in call order
+    (every forward must call it as often as the measuring one did). The measuring forward leaves the running
+    statistics (and ``num_batches_tracked``) as they were.
+    """
+
+    def __init__(self, net: nn.Module, inputs: torch.Tensor) -> None:
+        self.modules = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        self.stats: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        buffers = [{k: b.clone() for k, b in m.named_buffers(recurse=False)} for m in self.modules]
+
+        def record(module: nn.Module, args) -> None:
+            x = args[0].detach()
+            if x.dim() < 2 or x.numel() // x.shape[1] < 2:
+                raise ValueError(f"{type(module).__name__} on input {tuple(x.shape)}: batch statistics need "
+                                 "more than one value per channel")
+            var, mean = torch.var_mean(x, dim=[d for d in range(x.dim()) if d != 1], correction=0)
+            self.stats.setdefault(id(module), []).append((mean, var))
+
+        handles = [m.register_forward_pre_hook(record) for m in self.modules]
+        was_training = net.training
+        try:
+            net.train()
+            with torch.no_grad():
+                net(inputs)
+        finally:
+            for h in handles:
+                h.remove()
+            net.train(was_training)
+            for m, saved in zip(self.modules, buffers):
+                for k, b in saved.items():
+                    getattr(m, k).copy_(b)
+
+    @contextlib.contextmanager
+    def applied(self) -> Iterator[None]:
+        """Within the block every measured BatchNorm normalises with its held batch statistics."""
+        patched = [m for m in self.modules if id(m) in self.stats]
+        calls = {id(m): 0 for m in patched}
+
+        def frozen(module: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
+            stats = self.stats[id(module)]
+            mean, var = stats[calls[id(module)] % len(stats)]
+            calls[id(module)] += 1
+            shape = (1, -1) + (1,) * (x.dim() - 2)
+            out = (x - mean.view(shape)) * torch.rsqrt(var + module.eps).view(shape)
+            if module.weight is not None:
+                out = out * module.weight.view(shape)
+            if module.bias is not None:
+                out = out + module.bias.view(shape)
+            return out
+
+        for m in patched:
+            m.forward = types.MethodType(frozen, m)
+        try:
+            yield
+        finally:
+            for m in patched:
+                del m.forward
+
+
+def normalisation(net: nn.Module, inputs: torch.Tensor, bn: str):
+    """A factory of the context in which ``net``'s BatchNorms behave as GradSign's ``bn`` mode says:
+    ``"sample"``: per-sample statistics; ``"batch"``: ``inputs``' batch statistics, measured here once."""
+    if bn not in BN_MODES:
+        raise ValueError(f"unknown GradSign bn mode {bn!r}; valid: {', '.join(BN_MODES)}")
+    if bn == "batch":
+        return BatchStatistics(net, inputs).applied
+    return lambda: per_sample_batch_norm(net)
+
+
 CONV_METHODS = ("auto", "grouped", "unfold")
 
 
@@ -289,7 +367,9 @@ class Probe:
         return int(max(1, min(n, budget // max(1, self.kept_bytes + self.transient_bytes))))
 
 
-def probe_network(net: nn.Module, inputs: torch.Tensor) -> Probe:
+def probe_network(net: nn.Module, inputs: torch.Tensor, norm=None) -> Probe:
+    """Probe of sample 0 alone; ``norm``: the BatchNorm context factory (``normalisation``; None = per sample)."""
+    norm = norm or (lambda: per_sample_batch_norm(net))
     names = {id(m): name for name, m in weighted_layers(net)}
     probe = Probe([], None, 0, 0)
     handles = []
@@ -313,7 +393,7 @@ def probe_network(net: nn.Module, inputs: torch.Tensor) -> Probe:
         if len(list(m.children())) == 0:
             handles.append(m.register_forward_hook(count))
     try:
-        with torch.no_grad(), per_sample_batch_norm(net):
+        with torch.no_grad(), norm():
             out = net(inputs[:1])
     finally:
         for h in handles:
@@ -402,8 +482,9 @@ class _HooksPass:
     """
 
     def __init__(self, net: nn.Module, layers: list[tuple[str, nn.Module]], probe: Probe, conv_method: str,
-                 exact: bool, loss=None):
+                 exact: bool, loss=None, norm=None):
         self.net, self.layers, self.probe = net, layers, probe
+        self.norm = norm or (lambda: per_sample_batch_norm(net))  # the BatchNorm mode's context factory
         # (output, targets) -> the summed loss whose per-sample weight gradients are wanted; a loss that is
         # not a sum over samples of each sample's own term breaks the engine's premise (None: cross-entropy)
         self.loss = loss or _summed_cross_entropy
@@ -544,7 +625,7 @@ class _HooksPass:
             p.requires_grad_(id(p) in self.key)
         handles = [m.register_forward_hook(self.forward_hook(name)) for name, m in self.layers]
         try:
-            with per_sample_batch_norm(self.net):
+            with self.norm():
                 for part in _chunks(inputs.shape[0], chunk_size):
                     self._chunk(inputs[part], targets[part])
         finally:
@@ -595,7 +676,8 @@ class _HooksPass:
 
 def sign_sums_hooks(net: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
                     chunk_size: int | None = None, memory_budget_mb: int = DEFAULT_MEMORY_BUDGET_MB,
-                    conv_method: str = "auto", probe: Probe | None = None) -> SignSums:
+                    conv_method: str = "auto", probe: Probe | None = None, bn: str = "sample",
+                    norm=None) -> SignSums:
     """Production engine: batched forward+backward per chunk, per-sample grads formed in hooks.
 
     Raises ``HooksUnsupported`` (naming the module) where its numbers could differ from the loop's; the
@@ -607,17 +689,19 @@ def sign_sums_hooks(net: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
     net.train()
     layers = weighted_layers(net)
     check_modules(layers)
-    probe = probe or probe_network(net, inputs)
+    norm = norm or normalisation(net, inputs, bn)
+    probe = probe or probe_network(net, inputs, norm)
     chunk_size = chunk_size or probe.chunk_size(inputs.shape[0], memory_budget_mb)
-    fast = _HooksPass(net, layers, probe, conv_method, exact=False)
+    fast = _HooksPass(net, layers, probe, conv_method, exact=False, norm=norm)
     result = fast.run(inputs, targets, chunk_size)
     if fast.bound.may_be_nonfinite():
-        result = _HooksPass(net, layers, probe, conv_method, exact=True).run(inputs, targets, chunk_size)
+        result = _HooksPass(net, layers, probe, conv_method, exact=True, norm=norm).run(inputs, targets, chunk_size)
     return result
 
 
 def sign_sums_func(net: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
-                   chunk_size: int | None = None, memory_budget_mb: int = DEFAULT_MEMORY_BUDGET_MB) -> SignSums:
+                   chunk_size: int | None = None, memory_budget_mb: int = DEFAULT_MEMORY_BUDGET_MB,
+                   bn: str = "sample", norm=None) -> SignSums:
     """``torch.func`` engine: vmap(grad(loss of one sample)) over chunks of samples.
 
     Each sample is evaluated alone under vmap, so this equals the loop on any network vmap can run
@@ -627,6 +711,7 @@ def sign_sums_func(net: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
     from torch.func import functional_call, grad, vmap
 
     net.train()
+    norm = norm or normalisation(net, inputs, bn)
     layers = weighted_layers(net)
     owners = _owners(layers)
     param_name = {id(p): name for name, p in net.named_parameters()}
@@ -647,7 +732,7 @@ def sign_sums_func(net: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
 
     per_sample = vmap(grad(sample_loss), in_dims=(None, 0, 0))
     result = SignSums(engine="func")
-    with per_sample_batch_norm(net):
+    with norm():
         for part in _chunks(inputs.shape[0], chunk_size):
             grads = per_sample(weights, inputs[part], targets[part])
             for pname, g in grads.items():
@@ -657,18 +742,23 @@ def sign_sums_func(net: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
 
 
 def sign_sums_loop(net: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
-                   chunk_size: int | None = None, memory_budget_mb: int = DEFAULT_MEMORY_BUDGET_MB) -> SignSums:
-    """Reference engine: one backward pass per sample at batch size 1 (BatchNorm sees one sample)."""
+                   chunk_size: int | None = None, memory_budget_mb: int = DEFAULT_MEMORY_BUDGET_MB,
+                   bn: str = "sample", norm=None) -> SignSums:
+    """Reference engine: one backward pass per sample at batch size 1. ``bn="sample"``: BatchNorm in train
+    mode sees the one sample (the definition, unpatched); ``"batch"``: the held batch statistics."""
     net.train()
+    if norm is None:
+        norm = normalisation(net, inputs, bn) if bn == "batch" else contextlib.nullcontext
     layers = weighted_layers(net)
     result = SignSums(engine="loop")
-    for i in range(inputs.shape[0]):
-        net.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(net(inputs[i: i + 1]), targets[i: i + 1])
-        loss.backward()
-        for name, m in layers:
-            if m.weight.grad is not None:
-                result.add(name, m.weight.grad.unsqueeze(0))
+    with norm():
+        for i in range(inputs.shape[0]):
+            net.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(net(inputs[i: i + 1]), targets[i: i + 1])
+            loss.backward()
+            for name, m in layers:
+                if m.weight.grad is not None:
+                    result.add(name, m.weight.grad.unsqueeze(0))
     net.zero_grad(set_to_none=True)
     return result
 
@@ -678,18 +768,18 @@ def _out_of_memory(exc: BaseException) -> bool:
 
 
 def _fall_back(net: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, chunk_size: int | None,
-               memory_budget_mb: int, fallback: str, reason: str) -> SignSums:
+               memory_budget_mb: int, fallback: str, reason: str, bn: str = "sample") -> SignSums:
     """The exact engine ``fallback`` names (``auto``: func, or the loop where vmap cannot run the network)."""
     if fallback in ("auto", "func"):
         try:
-            result = sign_sums_func(net, inputs, targets, chunk_size, memory_budget_mb)
+            result = sign_sums_func(net, inputs, targets, chunk_size, memory_budget_mb, bn)
         except Exception as exc:  # noqa: BLE001 - vmap refuses many things; the loop runs anything
             if fallback == "func" or _out_of_memory(exc):
                 raise
             reason = f"{reason}; the func engine cannot run it ({type(exc).__name__}: {str(exc)[:200]})"
-            result = sign_sums_loop(net, inputs, targets, chunk_size, memory_budget_mb)
+            result = sign_sums_loop(net, inputs, targets, chunk_size, memory_budget_mb, bn)
     else:
-        result = sign_sums_loop(net, inputs, targets, chunk_size, memory_budget_mb)
+        result = sign_sums_loop(net, inputs, targets, chunk_size, memory_budget_mb, bn)
     result.fallback = reason
     warnings.warn(f"GradSign: the hooks engine cannot vouch for this network ({reason}); "
                   f"used the exact {result.engine} engine instead", GradSignFallbackWarning, stacklevel=3)
@@ -698,7 +788,8 @@ def _fall_back(net: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, chun
 
 def sign_sums(net: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, engine: str = "hooks",
               chunk_size: int | None = None, memory_budget_mb: int = DEFAULT_MEMORY_BUDGET_MB,
-              conv_method: str = "auto", fallback: str = "auto", probe: Probe | None = None) -> SignSums:
+              conv_method: str = "auto", fallback: str = "auto", probe: Probe | None = None,
+              bn: str = "sample") -> SignSums:
     """Sign sums by ``engine``; ``chunk_size`` None = the largest chunk that fits ``memory_budget_mb``;
     ``conv_method`` picks how the hooks engine forms per-sample conv gradients (``CONV_METHODS``).
     ``probe`` (hooks engine only): ``probe_network`` of this network made elsewhere, e.g. on a CPU copy
@@ -709,6 +800,10 @@ def sign_sums(net: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, engin
     ``fallback`` (hooks engine only): what to do with a network the hooks engine cannot vouch for -
     ``auto`` (func, or loop where vmap cannot run it), ``func``, ``loop``, or ``error`` (raise
     ``HooksUnsupported`` naming the module). The result's ``engine`` and ``fallback`` say what happened.
+
+    ``bn``: ``"sample"`` (each BatchNorm normalises each sample by its own statistics: the paper's definition)
+    or ``"batch"`` (the statistics of one train-mode forward of the whole batch, held constant:
+    ``BatchStatistics``). A ``probe`` must have been made in the same mode.
     """
     if engine not in ENGINES:
         raise ValueError(f"unknown GradSign engine {engine!r}; valid engines: {', '.join(ENGINES)}")
@@ -716,12 +811,14 @@ def sign_sums(net: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, engin
         raise ValueError(f"unknown conv_method {conv_method!r}; valid: {', '.join(CONV_METHODS)}")
     if fallback not in FALLBACKS:
         raise ValueError(f"unknown GradSign fallback {fallback!r}; valid: {', '.join(FALLBACKS)}")
+    if bn not in BN_MODES:
+        raise ValueError(f"unknown GradSign bn mode {bn!r}; valid: {', '.join(BN_MODES)}")
     if engine == "hooks":
         try:
-            return sign_sums_hooks(net, inputs, targets, chunk_size, memory_budget_mb, conv_method, probe)
+            return sign_sums_hooks(net, inputs, targets, chunk_size, memory_budget_mb, conv_method, probe, bn)
         except HooksUnsupported as exc:
             if fallback == "error":
                 raise
-            return _fall_back(net, inputs, targets, chunk_size, memory_budget_mb, fallback, str(exc))
+            return _fall_back(net, inputs, targets, chunk_size, memory_budget_mb, fallback, str(exc), bn)
     fn = sign_sums_func if engine == "func" else sign_sums_loop
-    return fn(net, inputs, targets, chunk_size, memory_budget_mb)
+    return fn(net, inputs, targets, chunk_size, memory_budget_mb, bn)

@@ -207,13 +207,13 @@ class Scorer:
 
     # -- the cohort path (GradSign only) ---------------------------------------------------------------
     def cohort_ready(self) -> bool:
-        """Whether GradSign's column goes through the cohort engine (cohort > 1, GradSign's hooks engine,
-        a space that builds cohorts)."""
+        """Whether GradSign's column goes through the cohort engine (cohort > 1, GradSign's hooks engine in
+        its per-sample BatchNorm mode, a space that builds cohorts)."""
         from gradsign.actors import cohort
 
         options = self.options.get("gradsign")
         return (self.cohort > 1 and options is not None and options.get("engine", "hooks") == "hooks"
-                and cohort.supports(self.space))
+                and options.get("bn", "sample") == "sample" and cohort.supports(self.space))
 
     def _cohort_values(self, archs: Sequence[str]) -> tuple[dict[int, dict[str, float]], dict[int, float]]:
         """(row -> {"gradsign": value}, row -> seconds of its cohort's time) for the rows the cohort engine
