@@ -137,9 +137,15 @@ class Scorer:
         values: dict[str, float] = {}
         nonfinite: dict[str, int] = {}
         errors: dict[str, str] = {}
+        families: dict = {}  # proxies that share one computation (``family``): its values, or its exception
         for name in self.proxy_names:
             try:
-                value = given[name] if given and name in given else self._score_proxy(name, arch, seed)
+                if given and name in given:
+                    value = given[name]
+                elif getattr(self.proxies[name], "family", None) is not None:
+                    value = self._family_value(name, arch, seed, families)
+                else:
+                    value = self._score_proxy(name, arch, seed)
             except Exception as exc:  # this proxy's value is lost, not the row
                 values[name] = math.nan
                 errors[name] = _error_text(exc)
@@ -149,6 +155,19 @@ class Scorer:
             if getattr(value, "nonfinite", 0):
                 nonfinite[name] = int(value.nonfinite)
         return values, nonfinite, errors
+
+    def _family_value(self, name: str, arch: str, seed: int, families: dict) -> float:
+        """``name``'s value from its family's one computation on this arch (made by the first member asked)."""
+        proxy = self.proxies[name]
+        if proxy.family not in families:
+            try:
+                families[proxy.family] = proxy.family_values(self._fresh_net(arch, seed), self.inputs, self.targets)
+            except Exception as exc:  # every member of the family fails with it
+                families[proxy.family] = exc
+        result = families[proxy.family]
+        if isinstance(result, Exception):
+            raise result
+        return result[name]
 
     def _fresh_net(self, arch: str, seed: int) -> torch.nn.Module:
         # Each proxy gets its own network at the same initial weights: rebuilding from the seed on the CPU

@@ -184,6 +184,11 @@ class DartsNetwork(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c_prev, num_classes)
 
+    def feature_modules(self) -> list[nn.Module]:
+        """The modules whose outputs end the network's blocks, in forward order: the stem, then each cell
+        (normal and reduction), as for NB201 (the AZ-NAS authors give no DARTS feature list)."""
+        return [self.stem, *self.cells]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s0 = s1 = self.stem(x)
         for cell in self.cells:

@@ -14,7 +14,8 @@ enumeration in ``nb101_enum``. Here:
 - ``arch(arch_id)`` / ``arch_id(arch)`` / iteration need the table of all graphs: built on first use
   (``enumerate_graphs``, about half a minute), or handed over with ``attach_table`` (the pipeline keeps a
   validated copy in the user's cache folder, ``pipeline/driver/space_cache.py``);
-- ``build(arch, num_classes)``: ``nasbench_pytorch.model.Network`` of the representative spec with the
+- ``build(arch, num_classes)``: ``nasbench_pytorch.model.Network`` (as ``nb101_net.NB101Network``, which
+  only adds ``feature_modules()``: the stem and the 9 cells) of the representative spec with the
   benchmark's settings (stem 128 channels, 3 stacks x 3 cells, 3x3 stem conv, the library's own weight
   initialisation), with its ``Placeholder`` modules (each a dummy scalar ``nn.Parameter`` used by no
   computation) replaced by ``nn.Identity`` and each cell's empty ``dev_param`` turned into a buffer, so
@@ -61,11 +62,12 @@ def _strip_placeholders(net: nn.Module) -> nn.Module:
 
 def build_network(spec: Spec, num_classes: int, stem_channels: int = STEM_CHANNELS) -> nn.Module:
     """The NB101 network of ``spec`` (as given: callers pass the representative) at initialisation."""
-    from nasbench_pytorch.model import Network  # nasbench_pytorch.model only: never .datasets
+    from .nb101_net import NB101Network  # nasbench_pytorch's Network with feature_modules()
 
     matrix = np.asarray(spec.matrix, dtype=np.int64)
-    net = Network((matrix, list(spec.ops)), num_labels=int(num_classes), in_channels=3,
-                  stem_out_channels=stem_channels, num_stacks=NUM_STACKS, num_modules_per_stack=MODULES_PER_STACK)
+    net = NB101Network((matrix, list(spec.ops)), num_labels=int(num_classes), in_channels=3,
+                       stem_out_channels=stem_channels, num_stacks=NUM_STACKS,
+                       num_modules_per_stack=MODULES_PER_STACK)
     return _strip_placeholders(net)
 
 

@@ -94,6 +94,12 @@ class NB201Network(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c, num_classes)
 
+    def feature_modules(self) -> list[nn.Module]:
+        """The modules whose outputs end the network's blocks, in forward order: the stem, then every cell
+        and residual reduction block (17 at 5 cells a stage). AZ-NAS's NB201 feature list: the stem output
+        and every cell's output, reduction blocks included; the head is not a block."""
+        return [self.stem, *self.cells]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.head(self.cells(self.stem(x)))
         return self.classifier(self.pool(out).flatten(1))

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import importlib
-from typing import Callable, Protocol, Sequence
+from dataclasses import dataclass
+from typing import Callable, Mapping, Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -87,3 +88,38 @@ def factory(name: str) -> ProxyFactory:
 def get(name: str, **options) -> Proxy:
     """The proxy ``name`` as a callable ``(net, inputs, targets) -> float``; ``options`` tune it."""
     return factory(name)(**options)
+
+
+@dataclass(frozen=True)
+class PopulationScore:
+    """A score defined over a population, not per arch (AZ-NAS's rank aggregate): ``compute`` maps the
+    per-arch columns ``inputs`` (aligned value lists of the archs scored together) to one value per arch.
+
+    A run whose proxies include every input gets the column ``name`` from the reducer, computed over the
+    archs the run has scored so far (so a value is relative to that population, and changes as a partial
+    run grows); score files keep only the per-arch inputs."""
+
+    name: str
+    inputs: tuple[str, ...]
+    compute: Callable[[Mapping[str, Sequence[float]]], list[float]]
+
+
+_POPULATION: dict[str, PopulationScore] = {}
+
+
+def register_population(name: str, inputs: Sequence[str]) -> Callable[[Callable], Callable]:
+    """Register ``compute(columns) -> values`` as the population score ``name`` over the columns ``inputs``."""
+
+    def wrap(compute: Callable) -> Callable:
+        if name in _POPULATION or name in _REGISTRY:
+            raise ValueError(f"score {name!r} registered twice")
+        _POPULATION[name] = PopulationScore(name, tuple(inputs), compute)
+        return compute
+
+    return wrap
+
+
+def population_scores(proxy_names: Sequence[str]) -> list[PopulationScore]:
+    """The population scores whose inputs are all among ``proxy_names``, in name order."""
+    have = set(proxy_names)
+    return [_POPULATION[n] for n in sorted(_POPULATION) if set(_POPULATION[n].inputs) <= have]

@@ -35,7 +35,10 @@ from gradsign.spaces.ground_truth import GroundTruthError, read_table
 def check_topk(cfg: dict, space) -> None:
     """A run config's top-k keys against its proxies and space: one ConfigError naming the problem."""
     try:
-        ranking.ranking_names(cfg["topk_by"], cfg["proxies"])
+        from gradsign.actors.proxies import population_scores
+
+        names = [*cfg["proxies"], *(p.name for p in population_scores(cfg["proxies"]))]
+        ranking.ranking_names(cfg["topk_by"], names)
         if cfg.get("topk_min_distance") is not None:
             space_distance.require(space)
     except ValueError as exc:

@@ -12,6 +12,10 @@ column (``p1+p2``), a distance adds ``distance`` (to the nearest earlier row; nu
 Correlations are also reported as the reference implementations count them (``reference``): rows flagged
 non-finite keep their finite-sum value (the reference's ``nansum``) and -inf/+inf values are ranked (last /
 first); only NaN values (failed proxies) are left out.
+Population scores (``actors.proxies.population_scores``: AZ-NAS's rank aggregate) are added by ``columns()``
+over every row taken so far whose inputs are all usable: a value is relative to the population scored so far
+(a partial run's values change as it grows; a resumed run's are recomputed over all committed rows); they
+enter correlations and the top-k as any proxy does, and never a score file.
 Only numbers are kept per row (arch_id, one float per proxy, flags, the ground-truth value), so the
 reducer's memory is a few bytes per arch per proxy however large the space; arch strings are looked up
 again for the top-k rows alone.
@@ -62,6 +66,13 @@ class Reducer:
     first_errors: list[str] = field(default_factory=list)
     _parts: list[dict[str, np.ndarray]] = field(default_factory=list)
 
+    @property
+    def names(self) -> list[str]:
+        """Every column the reducer reports: the run's proxies, then the population scores they make."""
+        from gradsign.actors.proxies import population_scores
+
+        return [*self.proxy_names, *(p.name for p in population_scores(self.proxy_names))]
+
     def add(self, table: pa.Table) -> None:
         """Take one shard's score rows."""
         errors = table.column("error").to_pylist()
@@ -103,16 +114,17 @@ class Reducer:
             self._parts = [{k: np.concatenate([p[k] for p in self._parts]) for k in self._parts[0]}]
         if not self._parts:
             empty = np.zeros(0)
-            return Columns(empty.astype(np.int64), empty.astype(bool), {p: empty for p in self.proxy_names},
-                           {p: empty.astype(bool) for p in self.proxy_names}, empty)
+            return Columns(empty.astype(np.int64), empty.astype(bool), {p: empty for p in self.names},
+                           {p: empty.astype(bool) for p in self.names}, empty)
         p = self._parts[0]
-        return Columns(p["arch_id"], p["ok"], {n: p[f"v:{n}"] for n in self.proxy_names},
+        cols = Columns(p["arch_id"], p["ok"], {n: p[f"v:{n}"] for n in self.proxy_names},
                        {n: p[f"u:{n}"] for n in self.proxy_names}, p["truth"])
+        return with_population_scores(cols, self.proxy_names)
 
     def correlations(self, cols: Columns) -> dict[str, dict]:
         out: dict[str, dict] = {}
         has_truth = np.isfinite(cols.truth)
-        for proxy in self.proxy_names:
+        for proxy in self.names:
             values, usable = cols.values[proxy], cols.usable[proxy]
             failed = np.isnan(values)
             entry: dict = {"valid": int(usable.sum()), "failed": int(failed.sum()),
@@ -149,7 +161,7 @@ class Reducer:
     def top(self, cols: Columns) -> pa.Table:
         """The ``topk`` best archs by ``topk_by`` (default: the first proxy; a list: their rank average),
         diverse when ``topk_min_distance`` is set, with rank and all scores."""
-        names = ranking.ranking_names(self.topk_by, self.proxy_names)
+        names = ranking.ranking_names(self.topk_by, self.names)
         values, usable = ranking.ranking(cols.values, cols.usable, names)
         # best first; equal values by arch_id, so a run and a later report give the same list
         order = ranking.best_first(cols.arch_id, values, usable)
@@ -169,7 +181,7 @@ class Reducer:
                                                  for i, a in zip(ids, archs)]
         if key_column is not None:
             columns[key_column] = pa.array(keys, pa.string())
-        for proxy in self.proxy_names:
+        for proxy in self.names:
             columns[proxy] = pa.array(cols.values[proxy][order], pa.float64())
         if len(names) > 1:
             columns[ranking.ranking_column(names)] = pa.array(values[order], pa.float64())
@@ -181,6 +193,23 @@ class Reducer:
             columns[self.ground_truth.column] = pa.array([None if math.isnan(t) else float(t) for t in truth],
                                                          pa.float64())
         return with_space_columns(pa.table(columns), self.space)
+
+
+def with_population_scores(cols: Columns, proxy_names: Sequence[str]) -> Columns:
+    """``cols`` with each population score that ``proxy_names`` make, computed over the rows that have no
+    error and every input usable (the others get NaN, not usable)."""
+    from gradsign.actors.proxies import population_scores
+
+    for score in population_scores(proxy_names):
+        members = cols.ok.copy()
+        for name in score.inputs:
+            members &= cols.usable[name]
+        values = np.full(cols.arch_id.size, math.nan)
+        if members.any():
+            values[members] = score.compute({n: cols.values[n][members] for n in score.inputs})
+        cols.values[score.name] = values
+        cols.usable[score.name] = members & np.isfinite(values)
+    return cols
 
 
 def with_space_columns(top: pa.Table, space) -> pa.Table:

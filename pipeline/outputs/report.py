@@ -79,7 +79,7 @@ def _plots(cols: Columns, reducer: Reducer, out: Path, cfg: dict, correlations: 
     chance = plots.chance_level(truth, classes)
     label = reducer.ground_truth.column
     panels, made = [], []
-    for proxy in reducer.proxy_names:
+    for proxy in reducer.names:
         keep = cols.usable[proxy] & np.isfinite(truth)  # the cells rho and tau are computed over
         if keep.sum() < 2:
             continue
