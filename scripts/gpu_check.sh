@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole GPU check of issue 10 in one run (tried end to end on the CPU first: GPU_CHECK_CPU=1).
 #
-#   bash scripts/gpu_check.sh [STAGES]   STAGES: any of finish,sweep,sweep-mps,profile,nb101,c100,cohort,cohort-mps
+#   bash scripts/gpu_check.sh [STAGES]   STAGES: any of finish,sweep,sweep-mps,profile,nb101,c100,cohort,cohort-mps,proxies
 #                                        (default: sweep-mps,nb101,profile: what the next lease owes)
 #
 # GPU_CHECK_SECONDS (default 540) is the whole budget: set it 40 s under the call's timeout. Each stage is
@@ -25,6 +25,8 @@
 #            GPUs; every row appended to $RES/throughput.csv (results/gpu/README.md says what each column is);
 #            COHORT_MEMORY_MB (default 16384) is what one chunk of a cohort's pass may use per actor;
 # - cohort-mps: the same under CUDA MPS for K = 128, 32 at 2 and 4 actors (mps = 1 in the csv).
+# - proxies: issue 28: seconds per cell of every registered proxy (GradSign in both BatchNorm modes) on the
+#            device, NB201 and NB301 cells at batch 64 (`python -m tools.proxy_cost`).
 #
 # Inputs it expects beside the checkout (carried to the GPU machine, git-ignored): .whl/ (Ray and the
 # packages the GPU image lacks, as wheels), .gpu/data/ (the batch files and ground-truth tables),
@@ -65,6 +67,7 @@ if [ -n "${GPU_CHECK_CPU:-}" ]; then   # the CPU rehearsal: same commands, tiny 
   NB101="--device cpu --cells 1 --batch 8 --threads 1 --repeats 1"
   COHORT_SIZES="3 1"; COHORT_ACTORS="1,2"; COHORT_MPS_SIZES="3"; COHORT_MPS_ACTORS="2"; MIN_SHARD=3
   COHORT="--cpus-per-actor 1 --sample 12 --batch 8"
+  PROXIES="--device cpu --batch 8"; PROXY_CELLS_NB201=1; PROXY_CELLS_DARTS=1
 else
   ACT="--set ray.num_actors=8 --set ray.num_gpus_per_actor=0.125 --set ray.num_cpus_per_actor=2"
   SMALL=""
@@ -76,6 +79,7 @@ else
   NB101="--device cuda --cells 8 --batch 64 --threads 2 --repeats 2"
   COHORT_SIZES="128 32 8 1"; COHORT_ACTORS="1,2,4"; COHORT_MPS_SIZES="128 32"; COHORT_MPS_ACTORS="2,4"; MIN_SHARD=25
   COHORT="--gpu --cpus-per-actor 2 --sample 6000 --batch 64"
+  PROXIES="--device cuda --batch 64 --threads 2"; PROXY_CELLS_NB201=8; PROXY_CELLS_DARTS=3
 fi
 DEVICE_NAME=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1)
 [ -n "${GPU_CHECK_CPU:-}" ] || [ -z "$DEVICE_NAME" ] && DEVICE_NAME="cpu ($(nproc) cores, rehearsal)"
@@ -174,6 +178,16 @@ EOF
           | grep -v '^{' ;;
     cohort) cohort_rows 0 "$COHORT_SIZES" "$COHORT_ACTORS" ;;
     cohort-mps) mps_start; cohort_rows 1 "$COHORT_MPS_SIZES" "$COHORT_MPS_ACTORS"; mps_stop ;;
+    proxies)
+      for sp in nb201 darts; do
+        cells=$([ "$sp" = nb201 ] && echo "$PROXY_CELLS_NB201" || echo "$PROXY_CELLS_DARTS")
+        # shellcheck disable=SC2086
+        timeout "$(( $(left) / 2 ))" python3 -m tools.proxy_cost --space "$sp" --cells "$cells" $PROXIES \
+            --data "$DATA_DIR" 2>&1 | tee "$RES/proxies-$sp.md"
+        timeout "$(( $(left) / 2 ))" python3 -m tools.proxy_cost --space "$sp" --cells "$cells" $PROXIES \
+            --data "$DATA_DIR" --proxies gradsign --options '{"gradsign": {"bn": "batch"}}' 2>&1 \
+            | sed 's/`gradsign`/`gradsign (bn batch)`/' | tee -a "$RES/proxies-$sp.md"
+      done ;;
     nb101)
       [ -d .gpu/cache ] && export GRADSIGN_CACHE=$PWD/.gpu/cache
       # shellcheck disable=SC2086

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("GRADSIGN_DATA", REPO.parent / "shared" / "data")).resolve()
 TESTS = Path(__file__).resolve().parent
+if str(REPO) not in sys.path:  # tools/ (research scripts, not installed) is imported from the checkout
+    sys.path.insert(0, str(REPO))
 
 # Ray workers (and subprocess drivers) must import the test plugin ``faulty_proxies``: they inherit this.
 os.environ["PYTHONPATH"] = os.pathsep.join([str(TESTS), *filter(None, [os.environ.get("PYTHONPATH")])])
