@@ -33,7 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .per_sample import HooksUnsupported, _HooksPass, check_modules, probe_network, weighted_layers
+from .layers import weighted_layers
+from .per_sample import HooksPass, HooksUnsupported, check_modules, probe_network
 from .proxies.base import Score
 
 DEFAULT_COHORT_MEMORY_MB = 4096  # per chunk of the cohort's pass (K cells' activations and per-sample grads)
@@ -64,7 +65,7 @@ def cohort_scores(net: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, c
     check_modules(layers)
     probe = probe_network(net, inputs)
     chunk_size = chunk_size or probe.chunk_size(inputs.shape[0], memory_budget_mb)
-    hooks = _HooksPass(net, layers, probe, conv_method, exact=False, loss=cohort_loss)
+    hooks = HooksPass(net, layers, probe, conv_method, exact=False, loss=cohort_loss)
     result = hooks.run(inputs, targets, chunk_size)
     if hooks.bound.may_be_nonfinite():
         raise CohortUnsupported("a per-sample gradient entry may be non-finite (its overflow bound fails): "

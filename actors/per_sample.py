@@ -44,7 +44,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-WEIGHTED = (nn.Conv2d, nn.Linear)
+from .layers import WEIGHTED, weighted_layers
+
 ENGINES = ("hooks", "func", "loop")
 BN_MODES = ("sample", "batch")
 FALLBACKS = ("auto", "func", "loop", "error")
@@ -160,10 +161,6 @@ class OverflowBound:
         if self._finite:
             fails.append(~torch.isfinite(torch.stack(self._finite)).all())
         return bool(torch.stack(fails).any().item()) if fails else False
-
-
-def weighted_layers(net: nn.Module) -> list[tuple[str, nn.Module]]:
-    return [(name, m) for name, m in net.named_modules() if isinstance(m, WEIGHTED)]
 
 
 def _label(name: str, module: nn.Module) -> str:
@@ -294,7 +291,7 @@ def _conv_per_sample_grad(conv: nn.Conv2d, x: torch.Tensor, grad_out: torch.Tens
 
     ``grouped``: one weight-gradient convolution in which every sample is its own group (the batch folded
     into channels); ``unfold``: one im2col over the batch folded into channels, then a batched matmul.
-    ``auto`` picks what measured faster (``python -m gradsign.pipeline.devtools.bench gradsign --conv-method ...``): grouped on
+    ``auto`` picks what measured faster (``python -m tools.bench gradsign --conv-method ...``): grouped on
     the CPU (engine at 1.1x the floor against 1.8x), unfold on CUDA (2.6x against 2.9x on an H100).
     """
     if isinstance(conv.padding, str) or conv.padding_mode != "zeros":
@@ -456,7 +453,7 @@ def _summed_cross_entropy(out: torch.Tensor, targets: torch.Tensor) -> torch.Ten
     return F.cross_entropy(out, targets, reduction="sum")
 
 
-class _HooksPass:
+class HooksPass:
     """One pass of the hooks engine over all chunks, with the checks that make its numbers the loop's.
 
     Per chunk of n samples: one forward with a hook on every scored-module call and one backward for the
@@ -681,7 +678,7 @@ def sign_sums_hooks(net: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
     """Production engine: batched forward+backward per chunk, per-sample grads formed in hooks.
 
     Raises ``HooksUnsupported`` (naming the module) where its numbers could differ from the loop's; the
-    checks are listed on ``_HooksPass``. Per layer the per-sample gradients are reduced to sign sums at once,
+    checks are listed on ``HooksPass``. Per layer the per-sample gradients are reduced to sign sums at once,
     without the non-finite masking, while a cheap bound (``OverflowBound``, read once per pass) vouches that
     no entry can be NaN/inf; if any layer's bound fails, the whole pass is redone with exact masking and
     counting.
@@ -692,10 +689,10 @@ def sign_sums_hooks(net: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
     norm = norm or normalisation(net, inputs, bn)
     probe = probe or probe_network(net, inputs, norm)
     chunk_size = chunk_size or probe.chunk_size(inputs.shape[0], memory_budget_mb)
-    fast = _HooksPass(net, layers, probe, conv_method, exact=False, norm=norm)
+    fast = HooksPass(net, layers, probe, conv_method, exact=False, norm=norm)
     result = fast.run(inputs, targets, chunk_size)
     if fast.bound.may_be_nonfinite():
-        result = _HooksPass(net, layers, probe, conv_method, exact=True, norm=norm).run(inputs, targets, chunk_size)
+        result = HooksPass(net, layers, probe, conv_method, exact=True, norm=norm).run(inputs, targets, chunk_size)
     return result
 
 

@@ -25,12 +25,10 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-# In a checkout (or Ray's copy of one: ``ray job submit --working-dir .``) the packages sit beside this
-# folder, at the top of the repository; an installed wheel holds them inside it. Let the import system
-# find them in the first case without an install step (the editable install maps them the same way).
-_HERE = _Path(__file__).resolve().parent
-if not (_HERE / "pipeline").is_dir() and (_HERE.parent / "actors" / "scorer.py").is_file():
-    __path__.append(str(_HERE.parent))  # noqa: F821  (a package's __path__)
+# The subpackages gradsign.{pipeline,actors,spaces,search} are the folders at the top of the repository,
+# reached through relative symlinks in this folder (gradsign/pipeline -> ../pipeline, ...): a plain import
+# path that static tools (pyright, mypy, jedi) follow in a checkout and in an editable install, and that a
+# wheel holds as real folders. docs/architecture.md says why.
 
 if TYPE_CHECKING:
     import torch

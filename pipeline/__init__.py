@@ -9,9 +9,10 @@ change:
 - ``outputs/``: what a run hands on: the reducer (correlations, top-k), summary/report/plots, ``gradsign
   report``/``compare``, results tables, and reading a run folder back.
 - ``search_runner/``: ``gradsign search``: its config and the runner that spreads searches over Ray.
-- ``official/``: official benchmark files (``gradsign truth nb201``) and a synthetic writer for tests.
-- ``devtools/``: developer tools (benchmarks, throughput sweeps, op counts, peer checks); never imported
-  by the commands above.
+- ``official/``: official benchmark files (``gradsign truth nb201``).
+
+Benchmarks, throughput sweeps, op counts, peer checks and the scripts that make ``results/`` live in the
+top-level ``tools/`` folder, outside the installed package.
 
 Importing this package loads neither torch nor Ray.
 """

@@ -9,9 +9,9 @@
 #
 # - finish:  the whole NB201 CIFAR-10 space: resumes the run folder in runs/nb201-cifar10 (copied in from
 #            ../shared/runs when there) and scores what is missing with 8 GPU actors (0.125 GPU, 2 CPUs each);
-# - sweep:   `python -m gradsign.pipeline.devtools.bench throughput`: the same 2,000-cell sample through `gradsign score`
+# - sweep:   `python -m tools.bench throughput`: the same 2,000-cell sample through `gradsign score`
 #            with 1, 2, 4, 8 actors on one GPU (num_gpus_per_actor 1, 0.5, 0.25, 0.125);
-# - profile: `python -m gradsign.pipeline.devtools.bench gradsign --device cuda --count-ops`: per cell, net build vs one
+# - profile: `python -m tools.bench gradsign --device cuda --count-ops`: per cell, net build vs one
 #            batched forward+backward vs the production engine, with the device operations each dispatches
 #            (where the time goes), and the engine with its probe on a CPU copy (hooks-hostprobe);
 # - sweep-mps: the sweep under CUDA MPS (the actors' kernels may then run concurrently): 4 and 8 actors at
@@ -93,13 +93,13 @@ cohort_rows() {  # $1 mps (0|1), $2 sizes, $3 actor counts: one `bench throughpu
     if [ "$cap" -lt 25 ]; then log "cohort K=$k skipped: too little time left"; n=$(( n - 1 )); continue; fi
     shard=$(( k > MIN_SHARD ? k : MIN_SHARD ))   # a cohort never spans shards
     engine=$([ "$k" -gt 1 ] && echo cohort || echo per-cell)
-    cmd="python -m gradsign.pipeline.devtools.bench throughput $COHORT --actors $actors --shard-size $shard --set cohort.size=$k --set cohort.memory_mb=${COHORT_MEMORY_MB:-16384}"
+    cmd="python -m tools.bench throughput $COHORT --actors $actors --shard-size $shard --set cohort.size=$k --set cohort.memory_mb=${COHORT_MEMORY_MB:-16384}"
     log "$cmd (rows of at most $cap s)"
     # shellcheck disable=SC2086
-    python3 -m gradsign.pipeline.devtools.bench throughput $COHORT --actors "$actors" --shard-size "$shard" \
+    python3 -m tools.bench throughput $COHORT --actors "$actors" --shard-size "$shard" \
         --set cohort.size="$k" --set cohort.memory_mb="${COHORT_MEMORY_MB:-16384}" --max-seconds "$cap" \
         --out "runs/cohort-mps$mps-k$k" --json "$RES/cohort-mps$mps-k$k.json" 2>&1 | grep -v '^{'
-    python3 -m gradsign.pipeline.devtools.throughput_csv "$RES/throughput.csv" "$RES/cohort-mps$mps-k$k.json" \
+    python3 -m tools.throughput_csv "$RES/throughput.csv" "$RES/cohort-mps$mps-k$k.json" \
         --device "$DEVICE_NAME" --engine "$engine" --cohort "$k" --mps "$mps" --command "$cmd"
     n=$(( n - 1 ))
   done
@@ -142,7 +142,7 @@ for stage in ${STAGES//,/ }; do
       # each of the 4 rows gets at most a quarter of the time left (a row stopped early still gives its rate)
       cap=$(( $(left) / 4 )); [ "$cap" -gt 110 ] && cap=110; [ "$cap" -lt 20 ] && cap=20
       # shellcheck disable=SC2086
-      python3 -m gradsign.pipeline.devtools.bench throughput $SWEEP --max-seconds "$cap" --out "runs/$stage" \
+      python3 -m tools.bench throughput $SWEEP --max-seconds "$cap" --out "runs/$stage" \
           --json "$RES/$stage.json" 2>&1 | grep -v '^{' ;;&
     sweep-mps)
       # rows of at most 75 s (a row stopped early still gives its steady rate); the 16-actor row only when
@@ -154,11 +154,11 @@ for stage in ${STAGES//,/ }; do
         nvidia-cuda-mps-control -d && log "MPS daemon started" || log "MPS daemon did not start"
       fi
       # shellcheck disable=SC2086
-      python3 -m gradsign.pipeline.devtools.bench throughput $SWEEP_MPS --max-seconds "$cap" --out "runs/$stage" \
+      python3 -m tools.bench throughput $SWEEP_MPS --max-seconds "$cap" --out "runs/$stage" \
           --json "$RES/$stage.json" 2>&1 | grep -v '^{'
       if [ "$(left)" -gt 300 ]; then
         # shellcheck disable=SC2086
-        python3 -m gradsign.pipeline.devtools.bench throughput $SWEEP_MPS_WIDE --max-seconds "$cap" --out "runs/$stage-16" \
+        python3 -m tools.bench throughput $SWEEP_MPS_WIDE --max-seconds "$cap" --out "runs/$stage-16" \
             --json "$RES/$stage-16.json" 2>&1 | grep -v '^{'
       fi
       if [ -z "${GPU_CHECK_CPU:-}" ]; then
@@ -174,7 +174,7 @@ EOF
       ;;
     profile)
       # shellcheck disable=SC2086
-      timeout 90 python3 -m gradsign.pipeline.devtools.bench gradsign $PROFILE --count-ops --json "$RES/profile.json" 2>&1 \
+      timeout 90 python3 -m tools.bench gradsign $PROFILE --count-ops --json "$RES/profile.json" 2>&1 \
           | grep -v '^{' ;;
     cohort) cohort_rows 0 "$COHORT_SIZES" "$COHORT_ACTORS" ;;
     cohort-mps) mps_start; cohort_rows 1 "$COHORT_MPS_SIZES" "$COHORT_MPS_ACTORS"; mps_stop ;;
@@ -191,7 +191,7 @@ EOF
     nb101)
       [ -d .gpu/cache ] && export GRADSIGN_CACHE=$PWD/.gpu/cache
       # shellcheck disable=SC2086
-      timeout 150 python3 -m gradsign.pipeline.devtools.bench gradsign --space nb101 $NB101 --engines hooks --count-ops \
+      timeout 150 python3 -m tools.bench gradsign --space nb101 $NB101 --engines hooks --count-ops \
           --data "$DATA_DIR/cifar10_train_1000.npz" --json "$RES/nb101.json" 2>&1 | grep -v '^{' ;;
   esac
 done

@@ -245,16 +245,14 @@ class NB201Cohort(nn.Module):
     @torch.no_grad()
     def init_from_nets(self, nets: Sequence[nn.Module]) -> None:
         """Cell k's weights copied from ``nets[k]`` (built by ``space.build`` for cell k)."""
-        from gradsign.actors.per_sample import weighted_layers
-
         if len(nets) != self.size:
             raise ValueError(f"{len(nets)} networks for a cohort of {self.size} cells")
         for k, net in enumerate(nets):
-            source = weighted_layers(net)
+            source = [m for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
             layers = self.cell_layers(k)
             if len(source) != len(layers):
                 raise ValueError(f"network {k} has {len(source)} weighted layers, cell {k} of the cohort {len(layers)}")
-            for (name, m), (weight, bias) in zip(source, layers):
+            for m, (weight, bias) in zip(source, layers):
                 weight.copy_(m.weight.detach().reshape(weight.shape))
                 if bias is not None:
                     bias.copy_(m.bias.detach())

@@ -200,7 +200,7 @@ def test_throughput_csv_rows(tmp_path):
     header once, a row without a steady rate left out."""
     import csv
 
-    from gradsign.pipeline.devtools.throughput_csv import COLUMNS, append, rows_of
+    from tools.throughput_csv import COLUMNS, append, rows_of
 
     summary = {"rows": [{"actors": 1, "steady_archs_per_second": 12.345, "gpu_mib_per_actor": 1000.4},
                         {"actors": 2, "steady_archs_per_second": None, "gpu_mib_per_actor": None},

@@ -273,7 +273,7 @@ def test_gradsign_signal_rule_matches_batch_one_gradients(cifar10_batch):
 
 
 def test_noise_map_finds_the_weights_whose_signs_are_rounding_noise(cifar10_batch):
-    """``devtools.noise_map`` (float32 hooks engine vs float64 loop, per layer group) on small DARTS networks
+    """``tools.noise_map`` (float32 hooks engine vs float64 loop, per layer group) on small DARTS networks
     (C=4, 4 cells, reductions at cells 1 and 2, batch 16). Without the per-sample signal (DARTS_V2's normal
     cell has no pool) most sign sums of every group differ between the precisions. With a max pool on the
     last cell's input 0 (cell 1's output), the stem and cells 0-1 have a real signal (no sign sum differs
@@ -282,7 +282,7 @@ def test_noise_map_finds_the_weights_whose_signs_are_rounding_noise(cifar10_batc
     stem and cells 0-1 and 80-89% for cells 2-3 with it, at init seeds 0 and 1.)"""
     import torch
 
-    from gradsign.pipeline.devtools.noise_map import layer_group, noise_map
+    from tools.noise_map import layer_group, noise_map
     from gradsign.spaces.darts_genotype import gradsign_signal
     from gradsign.spaces.darts_net import DartsNetwork
 

@@ -207,7 +207,7 @@ def test_signal_split_counts_and_candidate_lists_on_darts_scores(tmp_path, data_
 
 
 def test_signal_check_reports_score_per_weight_by_group(tmp_path, rows, capsys):
-    """``devtools.signal_check`` on a run folder written here: weights counted as GradSign counts them,
+    """``tools.signal_check`` on a run folder written here: weights counted as GradSign counts them,
     the ratio per group, and E|sum of N coin flips| exact (checked against enumeration for small N)."""
     import itertools
 
@@ -216,7 +216,7 @@ def test_signal_check_reports_score_per_weight_by_group(tmp_path, rows, capsys):
     import yaml
     from torch import nn
 
-    from gradsign.pipeline.devtools import signal_check
+    from tools import signal_check
 
     for n in range(1, 9):
         exact = sum(abs(sum(s)) for s in itertools.product((-1, 1), repeat=n)) / 2 ** n
@@ -244,12 +244,12 @@ def test_signal_check_reports_score_per_weight_by_group(tmp_path, rows, capsys):
 
 
 def test_noise_map_table_study_splits_the_score_by_layer_noise(tmp_path, rows, data_dir, capsys, monkeypatch):
-    """``devtools.noise_map --table`` on three real NB301 rows (trained network, batch 8): per row the score
+    """``tools.noise_map --table`` on three real NB301 rows (trained network, batch 8): per row the score
     splits into layers with a signal and noise layers (the last cell's conv ops are noise; the stem and the
     first cells are not), and the study prints Spearman / Kendall of the four quantities."""
     import torch
 
-    from gradsign.pipeline.devtools import noise_map
+    from tools import noise_map
     from gradsign.pipeline.driver.data import load_batch
 
     space = spaces.get("darts")

@@ -196,3 +196,44 @@ def test_wheel_holds_only_the_gradsign_namespace(tmp_path):
     for module in ("gradsign/pipeline/driver/run.py", "gradsign/actors/proxies/gradsign.py",
                    "gradsign/spaces/nb201.py", "gradsign/search/bohb.py", "gradsign/pipeline/cli.py"):
         assert module in names
+
+
+def test_wheel_holds_no_research_scripts_or_tests_and_is_typed(tmp_path):
+    import zipfile
+
+    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                          "-w", str(tmp_path), str(REPO)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    (wheel,) = tmp_path.glob("gradsign-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "gradsign/py.typed" in names
+    assert not [n for n in names if "/devtools/" in n or "/tools/" in n or "/tests/" in n or "nb201_synth" in n]
+
+
+def test_rooms_import_only_what_they_may():
+    """``spaces/`` and ``search/`` import nothing of ``actors``, ``pipeline`` or Ray; ``actors/`` no Ray and no
+    ``pipeline`` (docs/architecture.md)."""
+    import ast
+
+    rules = {"spaces": ("gradsign.actors", "gradsign.pipeline", "ray"),
+             "search": ("gradsign.actors", "gradsign.pipeline", "ray"),
+             "actors": ("gradsign.pipeline", "ray")}
+    found = []
+    for room, banned in rules.items():
+        for path in sorted((REPO / room).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                         else [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+                found += [f"{path.relative_to(REPO)}: {n}" for n in names
+                          if any(n == b or n.startswith(b + ".") for b in banned)]
+    assert found == []
+
+
+def test_subpackages_are_plain_folders_under_gradsign():
+    """gradsign/{pipeline,actors,spaces,search} are relative links to the top-level folders, and the package
+    does not edit its own ``__path__`` (static tools follow a plain directory walk)."""
+    for room in ("pipeline", "actors", "spaces", "search"):
+        link = REPO / "gradsign" / room
+        assert link.is_symlink() and os.readlink(link) == f"../{room}", room
+        assert (link / "__init__.py").resolve() == (REPO / room / "__init__.py").resolve()
+    assert "__path__" not in (REPO / "gradsign" / "__init__.py").read_text()

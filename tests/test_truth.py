@@ -1,7 +1,7 @@
 """Official NAS-Bench-201 files -> the compact table (pipeline.truth), without the real 4.7 GB file.
 
 Each test writes a small file in the official format with the nas_201_api package's own classes
-(``gradsign.pipeline.official.nb201_synth``), with known numbers, and reads it back through the converter; the documented
+(``support.nb201_synth``), with known numbers, and reads it back through the converter; the documented
 NASBench201API call of every column is evaluated on the same file and must give the same value.
 """
 
@@ -22,7 +22,7 @@ from gradsign import spaces
 from gradsign.pipeline.official import nb201 as truth
 from gradsign.pipeline.cli import main as cli_main
 from gradsign.pipeline.official.nb201 import COLUMNS, TruthFileError
-from gradsign.pipeline.official.nb201_synth import CellSpec, benchmark_dict, save
+from support.nb201_synth import CellSpec, benchmark_dict, save
 from gradsign.spaces import ground_truth
 
 SPACE = spaces.get("nb201")

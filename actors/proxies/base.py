@@ -30,7 +30,7 @@ def weight_gradients(net: nn.Module, inputs: torch.Tensor, targets: torch.Tensor
                      create_graph: bool = False) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(weight, dL/dweight) for every Conv2d/Linear weight that gets a gradient, L = mean cross-entropy of
     ``net(inputs) / temperature`` on ``targets``, in training mode (works under an outer ``no_grad``)."""
-    from ..per_sample import weighted_layers
+    from ..layers import weighted_layers
 
     net.train()
     weights = [m.weight for _, m in weighted_layers(net)]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..per_sample import weighted_layers
+from ..layers import weighted_layers
 from .base import register
 
 

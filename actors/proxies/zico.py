@@ -58,7 +58,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..per_sample import weighted_layers
+from ..layers import weighted_layers
 from .base import Score, register
 
 DEFAULT_SPLITS = 2

@@ -22,17 +22,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from gradsign import spaces
+from gradsign.pipeline.common.cache import user_cache_dir as cache_dir
 from gradsign.spaces.nb101_enum import CHECKSUM, SIZE, EnumerationError, GraphTable, enumerate_graphs
 
 FILE_NAME = "nb101-graphs-v1.parquet"
 _META_COUNT, _META_CHECKSUM = b"gradsign.count", b"gradsign.checksum"
-
-
-def cache_dir() -> Path:
-    if os.environ.get("GRADSIGN_CACHE"):
-        return Path(os.environ["GRADSIGN_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "gradsign"
 
 
 def save_table(table: GraphTable, path: Path) -> None:

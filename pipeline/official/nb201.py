@@ -6,7 +6,7 @@ or ``NAS-Bench-201-v1_1-096897.pth``) once, in the driver's process, and writes 
 converted once and cached (``cached_table``), keyed so that a changed file is converted again.
 
 How the file is read. The file is a ``torch.save`` pickle of ``{"meta_archs", "arch2infos",
-"evaluated_indexes"}`` (see ``gradsign.pipeline.official.nb201_synth``). It is loaded once with ``torch.load`` through a
+"evaluated_indexes"}`` (see ``support.nb201_synth``). It is loaded once with ``torch.load`` through a
 restricted unpickler (C speed; only the few classes such a file can hold are allowed, so a tampered file
 cannot run code; ``trust_pickle=True`` lifts that). Each cell's results are then rebuilt and queried with
 the ``nas_201_api`` package's own classes, by the very calls ``NASBench201API`` makes:
@@ -48,6 +48,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from gradsign.pipeline.common.atomic import write_atomic
+from gradsign.pipeline.common.cache import user_cache_dir
 from gradsign.spaces import ground_truth
 from gradsign.spaces.nb201 import ArchError, Cell, SIZE
 
@@ -400,14 +401,6 @@ def table_metadata(path: str | Path) -> dict | None:
     """The provenance a converted table carries (None for any other table)."""
     raw = (pq.read_schema(path).metadata or {}).get(METADATA_KEY)
     return None if raw is None else json.loads(raw)
-
-
-def user_cache_dir() -> Path:
-    """``$GRADSIGN_CACHE``, else ``$XDG_CACHE_HOME/gradsign``, else ``~/.cache/gradsign``."""
-    if os.environ.get("GRADSIGN_CACHE"):
-        return Path(os.environ["GRADSIGN_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "gradsign"
 
 
 def cache_candidates(pth: str | Path) -> list[Path]:

@@ -38,7 +38,7 @@ from gradsign.search.published import GRADSIGN_GAIN, OPTIMUM, PUBLISHED, PUBLISH
 from gradsign.spaces.ground_truth import GroundTruthError, check_one_meaning, read_table, select_rows
 
 from gradsign.pipeline.search_runner import config as search_config
-from gradsign.pipeline.driver.config import ConfigError
+from gradsign.pipeline.common.layered import ConfigError
 from gradsign.pipeline.common.atomic import write_atomic, write_text_atomic
 from gradsign.pipeline.common.lock import hold_run_folder
 from gradsign.pipeline.common import interrupt

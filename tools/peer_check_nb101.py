@@ -1,6 +1,6 @@
-"""``python -m gradsign.pipeline.devtools.peer_check --space nb101``: our proxies against the NASLib NB101 peer table.
+"""``python -m tools.peer_check --space nb101``: our proxies against the NASLib NB101 peer table.
 
-See ``pipeline/devtools/peer_check.py`` for the options. Rows are the first ``--cells`` of
+See ``tools/peer_check.py`` for the options. Rows are the first ``--cells`` of
 ``nb101_naslib_500.jsonl``; every distinct network is scored once (at the seed the pipeline would use:
 ``arch_seed(seed, canonical arch)``) and its scores go to every row that builds it.
 
@@ -34,7 +34,7 @@ from gradsign.actors.scorer import arch_seed
 from gradsign.spaces.nb101 import build_network
 from gradsign.spaces.nb101_spec import Spec, format_arch
 
-from gradsign.pipeline.devtools.peer_common import fmt, load_inputs, print_table, spearman, summarise
+from tools.peer_common import fmt, load_inputs, print_table, spearman, summarise
 
 PEER_FILE = "nb101_naslib_500.jsonl"
 

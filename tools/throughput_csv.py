@@ -1,6 +1,6 @@
 """Rows of ``results/gpu/throughput.csv`` from ``bench throughput --json`` summaries.
 
-``python -m gradsign.pipeline.devtools.throughput_csv OUT.csv SUMMARY.json --device NAME --engine per-cell|cohort
+``python -m tools.throughput_csv OUT.csv SUMMARY.json --device NAME --engine per-cell|cohort
 --cohort K --mps 0|1 --command "..."`` appends one row per actor count of the summary (writing the header
 when ``OUT.csv`` is new). Columns: ``device, space, engine, cohort, actors, mps, cells_per_s, gpu_mem_mib,
 command``. ``cells_per_s`` is the steady rate (archs committed after the first shard over the time
@@ -44,7 +44,7 @@ def append(path: Path, rows: list[dict]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m gradsign.pipeline.devtools.throughput_csv")
+    p = argparse.ArgumentParser(prog="python -m tools.throughput_csv")
     p.add_argument("out", type=Path)
     p.add_argument("summary", type=Path, help="a `bench throughput --json` file")
     p.add_argument("--device", required=True)

@@ -1,4 +1,4 @@
-"""Device-op accounting (pipeline/devtools/opcount.py) and the hooks engine's launch economy.
+"""Device-op accounting (tools/opcount.py) and the hooks engine's launch economy.
 
 On a GPU the hooks engine is launch-bound, so its time follows the number of operations that do device
 work; that number is the same on the CPU for the same code path, which is what these tests pin down."""
@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from gradsign import spaces
 from gradsign.actors.per_sample import sign_sums
-from gradsign.pipeline.devtools.opcount import count_ops
+from tools.opcount import count_ops
 
 
 def test_views_and_allocations_are_not_device_work():

@@ -8,8 +8,8 @@ not; this is why no deterministic jacob_cov can reach rho 0.9 against that colum
 import json
 import math
 
-from gradsign.pipeline.devtools.peer_check import main as peer_check_main
-from gradsign.pipeline.devtools.peer_check_nb101 import PEER_FILE, peer_repeatability, read_rows, row_networks
+from tools.peer_check import main as peer_check_main
+from tools.peer_check_nb101 import PEER_FILE, peer_repeatability, read_rows, row_networks
 
 
 def _rows(first, second, extra_single=()):

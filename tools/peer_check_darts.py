@@ -1,4 +1,4 @@
-"""``python -m gradsign.pipeline.devtools.peer_check --space darts``: our proxies against the NASLib NB301 peer table.
+"""``python -m tools.peer_check --space darts``: our proxies against the NASLib NB301 peer table.
 
 The peer table is ``nb301_naslib_725.jsonl`` (NAS-Bench-Suite-Zero's ``zc_nasbench301``: 725 DARTS cells,
 CIFAR-10). Its ``val_accuracy`` is the NAS-Bench-301 **surrogate model's prediction**, not a trained
@@ -14,7 +14,7 @@ unaffected. ``--pick random`` scores a seeded sample of rows instead of the firs
 the values so far go to ``--json``'s ``.partial.json``, so a long CPU run cut short still leaves numbers
 (``--from-partial FILE`` prints the summary of those rows).
 
-    python -m gradsign.pipeline.devtools.peer_check --space darts --cells 100 --proxies synflow,snip,grad_norm,naswot,jacob_cov,gradsign,params --json out.json
+    python -m tools.peer_check --space darts --cells 100 --proxies synflow,snip,grad_norm,naswot,jacob_cov,gradsign,params --json out.json
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ import torch
 
 from gradsign.actors import proxies
 from gradsign.actors.scorer import arch_seed
-from gradsign.pipeline.devtools.peer_check_nb101 import kendall
-from gradsign.pipeline.devtools.peer_common import fmt, load_inputs, print_table, summarise
+from tools.peer_check_nb101 import kendall
+from tools.peer_common import fmt, load_inputs, print_table, summarise
 from gradsign.spaces.darts import DartsSpace
 
 PEER_FILE = "nb301_naslib_725.jsonl"

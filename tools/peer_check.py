@@ -12,12 +12,12 @@ Each network is built exactly as the scorer builds it: ``torch.manual_seed(arch_
 ``space.build``, a fresh network for every proxy. Run it small on a CPU (``--cells 30``); a full check is
 a GPU job.
 
-    python -m gradsign.pipeline.devtools.peer_check --dataset cifar10 --cells 200 --batch 64 --proxies all --seed 0
+    python -m tools.peer_check --dataset cifar10 --cells 200 --batch 64 --proxies all --seed 0
 
 Or read the scores of pipeline runs instead of computing them (``--run-dir``; ``--run-dir2`` a second run
 with another seed for the noise floor): the cells are the peer rows the run scored.
 
-    python -m gradsign.pipeline.devtools.peer_check --dataset cifar10 --run-dir runs/table-cifar10 --run-dir2 runs/noise
+    python -m tools.peer_check --dataset cifar10 --run-dir runs/table-cifar10 --run-dir2 runs/noise
 
 NAS-Bench-101 (``--space nb101``): the peer table is ``nb101_naslib_500.jsonl`` (CIFAR-10, 500 rows with
 ``matrix``/``ops``, 292 distinct graphs after pruning). Each distinct network is scored once and its
@@ -29,7 +29,7 @@ Correlations with ``val_accuracy`` are printed over the rows (as the peer comput
 distinct graphs (accuracy averaged per hash). ``--jacob-samples 32`` scores jacob_cov on the first 32
 images, the peer's batch.
 
-    python -m gradsign.pipeline.devtools.peer_check --space nb101 --cells 500 --batch 64 --proxies all,gradsign --jacob-samples 32
+    python -m tools.peer_check --space nb101 --cells 500 --batch 64 --proxies all,gradsign --jacob-samples 32
 
 DARTS / NAS-Bench-301 (``--space darts``): the 725 rows of ``nb301_naslib_725.jsonl``, batch 32, the peer's
 non-affine BN in ops (``--bn``); see ``peer_check_darts.py``.
@@ -52,7 +52,7 @@ import torch
 from gradsign import spaces
 from gradsign.actors import proxies
 from gradsign.actors.scorer import arch_seed
-from gradsign.pipeline.devtools.peer_common import DEFAULT_DATA, load_inputs, parse_proxies, print_table, summarise
+from tools.peer_common import DEFAULT_DATA, load_inputs, parse_proxies, print_table, summarise
 from gradsign.pipeline.driver.data import dataset_info
 
 CSV_NAME = {"cifar10": "cifar10", "cifar100": "cifar100", "imagenet16-120": "imagenet16_120"}
@@ -123,7 +123,7 @@ def values_from_run(run_dir: Path, rows: list[dict], names: Sequence[str] | None
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m gradsign.pipeline.devtools.peer_check", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tools.peer_check", description=__doc__.split("\n\n")[0])
     p.add_argument("--space", choices=("nb201", "nb101", "darts"), default="nb201",
                    help="nb201: naslib_zc_nb201.csv; nb101: nb101_naslib_500.jsonl; darts: nb301_naslib_725.jsonl "
                         "(CIFAR-10; see peer_check_darts.py)")
@@ -164,11 +164,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.batch is None:
         args.batch = 32 if args.space == "darts" else 64
     if args.space == "darts":
-        from gradsign.pipeline.devtools.peer_check_darts import main as darts_main
+        from tools.peer_check_darts import main as darts_main
 
         return darts_main(args, names, device)
     if args.space == "nb101":
-        from gradsign.pipeline.devtools.peer_check_nb101 import main as nb101_main
+        from tools.peer_check_nb101 import main as nb101_main
 
         return nb101_main(args, names, device)
     if args.cells is None:

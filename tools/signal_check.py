@@ -1,4 +1,4 @@
-"""``python -m gradsign.pipeline.devtools.signal_check RUN_DIR``: are a DARTS/NDS run's GradSign scores weight counts?
+"""``python -m tools.signal_check RUN_DIR``: are a DARTS/NDS run's GradSign scores weight counts?
 
 For every scored arch of a run folder whose space has ``gradsign_signal`` (DARTS-style cells; see
 ``spaces/darts_genotype.py``) this builds the network (no forward pass) and counts the weights GradSign
@@ -9,7 +9,7 @@ the score against the weight count (1.0 when the score is a weight count) and, w
 truth, Spearman rho of the score, the weight count and the ratio (the sign agreement per weight) against
 it. Read-only: the folder is not changed.
 
-    python -m gradsign.pipeline.devtools.signal_check runs/darts-cifar10-nb301-725 --limit 200
+    python -m tools.signal_check runs/darts-cifar10-nb301-725 --limit 200
 """
 
 from __future__ import annotations
@@ -29,13 +29,13 @@ def coin_flip_agreement(n: int) -> float:
 
 def weight_count(net) -> int:
     """The number of weight entries GradSign sums over (the engine's own layer list)."""
-    from gradsign.actors.per_sample import weighted_layers
+    from gradsign.actors.layers import weighted_layers
 
     return sum(m.weight.numel() for _, m in weighted_layers(net))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gradsign.pipeline.devtools.signal_check", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m tools.signal_check", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir")
     parser.add_argument("--limit", type=int, default=None, help="only the first N scored archs")

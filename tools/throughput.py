@@ -1,4 +1,4 @@
-"""Throughput of ``gradsign score`` through real Ray actors: ``python -m gradsign.pipeline.devtools.bench throughput``.
+"""Throughput of ``gradsign score`` through real Ray actors: ``python -m tools.bench throughput``.
 
 For each actor count in ``--actors`` it runs one real ``gradsign score`` (a subprocess: its own local Ray
 cluster, its own run folder) over the same sample of cells, and reports side by side:

@@ -3,7 +3,7 @@
 On a GPU the hooks engine is launch-bound (one kernel per operation, each far shorter than its launch),
 so the number of operations that do device work is what its GPU time follows. That number depends only
 on the network, the engine and the code path (``conv_method``), not on the device's speed, so it can be
-measured and compared on the CPU (``python -m gradsign.pipeline.devtools.bench gradsign --count-ops``) and then checked on a
+measured and compared on the CPU (``python -m tools.bench gradsign --count-ops``) and then checked on a
 GPU. Views, allocations without a fill and metadata queries do no device work and are counted apart.
 """
 

@@ -22,7 +22,7 @@ its 12-epoch results exist for ``cifar10-valid`` only. ``synthetic_cells`` draws
 trial mix and the evaluation sets each split has (``cifar10-valid``: x-valid, ori-test; ``cifar10``:
 ori-test; ``cifar100`` and ``ImageNet16-120``: ori-test, x-valid, x-test).
 
-``python -m gradsign.pipeline.official.nb201_synth OUT.pth --cells N`` writes a synthetic file (for the memory/time
+``python -m support.nb201_synth OUT.pth --cells N`` writes a synthetic file (for the memory/time
 measurement in docs/official-files.md).
 """
 
@@ -143,7 +143,7 @@ def random_value(index: int, hp: int, dataset: str, seed: int, what: str, epoch:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gradsign.pipeline.official.nb201_synth",
+    parser = argparse.ArgumentParser(prog="python -m support.nb201_synth",
                                      description="Write a synthetic file in the official NAS-Bench-201 format.")
     parser.add_argument("out")
     parser.add_argument("--cells", type=int, default=100)

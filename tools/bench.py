@@ -1,4 +1,4 @@
-"""Benchmarks kept with the project: ``python -m gradsign.pipeline.devtools.bench gradsign|cohort|throughput [options]``.
+"""Benchmarks kept with the project: ``python -m tools.bench gradsign|cohort|throughput [options]``.
 
 ``cohort``: the same NB201 cells are scored by the per-cell path (build each network from its seed, the
 hooks engine per cell) and, per cohort of K of them, by the cohort engine (replay the cells' draws into
@@ -7,7 +7,7 @@ scoring on each path (where building bounds the rate), and the largest relative 
 two paths' scores. On the CPU it times the process's CPU time (so that other jobs on a shared machine do
 not bias one path against the other; run it with ``--threads 1``), on a GPU wall time.
 
-``throughput`` (``pipeline/devtools/throughput.py``): archs/s of real ``gradsign score`` runs through Ray, per
+``throughput`` (``tools/throughput.py``): archs/s of real ``gradsign score`` runs through Ray, per
 actor count (GPU utilisation and memory per actor on a GPU). ``gradsign``, below:
 
 For the same K random cells of one space (``--space nb201``, default, or ``nb101``) and the same real
@@ -40,9 +40,9 @@ from gradsign import spaces
 from gradsign.actors.per_sample import probe_network, sign_sums
 from gradsign.actors.scorer import arch_seed, set_precision
 
-from gradsign.pipeline.devtools import throughput
+from tools import throughput
 from gradsign.pipeline.driver.data import dataset_info, load_batch
-from gradsign.pipeline.devtools.opcount import count_ops
+from tools.opcount import count_ops
 
 
 def _sync(device: torch.device) -> None:
@@ -299,7 +299,7 @@ def print_cohort(summary: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gradsign.pipeline.devtools.bench")
+    parser = argparse.ArgumentParser(prog="python -m tools.bench")
     sub = parser.add_subparsers(dest="what", required=True)
     g = sub.add_parser("gradsign", help="GradSign engines against the batched forward+backward floor")
     g.add_argument("--cells", type=int, default=8)
@@ -318,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--tf32", action="store_true", help="allow TF32 matmuls/convolutions (CUDA)")
     g.add_argument("--bf16", action="store_true", help="run the engines under bf16 autocast")
     g.add_argument("--count-ops", action="store_true",
-                   help="also count, per cell, the aten operations that do device work (pipeline/devtools/opcount.py)")
+                   help="also count, per cell, the aten operations that do device work (tools/opcount.py)")
     g.add_argument("--json", help="also write the summary here")
     c = sub.add_parser("cohort", help="NB201 cohort engine at cohort sizes K vs the per-cell engine, same cells")
     c.add_argument("--cells", type=int, default=32, help="cells (the same for every K; a multiple of each K)")

@@ -1,5 +1,5 @@
 """Test accuracy of the pick against the list's distance ``d``, for warm-started searches (issue 21):
-``python -m gradsign.pipeline.devtools.warm_plot``.
+``python -m tools.warm_plot``.
 
 Reads the search folders ``results/search/warm-<ranking>-d<d>/`` (each a ``gradsign search`` warm-started
 from its ``candidates.jsonl``; ``<ranking>`` the proxies of the list, ``d`` its ``--min-distance``, 0 = the

@@ -3,8 +3,8 @@ a run cut short (``--from-partial``)."""
 
 import json
 
-from gradsign.pipeline.devtools.peer_check import main as peer_check_main
-from gradsign.pipeline.devtools.peer_check_darts import PEER_FILE, read_rows
+from tools.peer_check import main as peer_check_main
+from tools.peer_check_darts import PEER_FILE, read_rows
 
 
 def test_params_and_flops_rows_are_exact_and_partial_runs_summarise(data_dir, tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""``python -m gradsign.pipeline.devtools.noise_map --space darts --arch-id N``: which weights' signs are rounding noise?
+"""``python -m tools.noise_map --space darts --arch-id N``: which weights' signs are rounding noise?
 
 GradSign sums signs of per-sample gradients. Where a weight's gradient is zero in exact arithmetic but not
 in floating point (in DARTS-style networks: every weight whose only route to the loss is a BatchNorm output
@@ -17,8 +17,8 @@ few per cent, noise layers in most; the classifier, whose columns are noise for 
 nodes only, counts as one layer either way), and it prints Spearman / Kendall against ``val_accuracy`` of the
 score, the weight count, and both restricted to the layers with a signal.
 
-    python -m gradsign.pipeline.devtools.noise_map --space darts --arch-id 44118116947695556 --batch 64
-    python -m gradsign.pipeline.devtools.noise_map --space darts --table ../shared/data/nb301_naslib_725.jsonl --cells 80
+    python -m tools.noise_map --space darts --arch-id 44118116947695556 --batch 64
+    python -m tools.noise_map --space darts --table ../shared/data/nb301_naslib_725.jsonl --cells 80
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def table_study(space, rows: list[dict], build, inputs, targets) -> dict[str, tu
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gradsign.pipeline.devtools.noise_map", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m tools.noise_map", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--space", default="darts")
     which = parser.add_mutually_exclusive_group(required=True)
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from gradsign.actors.scorer import arch_seed
-    from gradsign.pipeline.devtools.peer_common import DATA_FILES
+    from tools.peer_common import DATA_FILES
     from gradsign.pipeline.driver.data import dataset_info, load_batch
     from gradsign.pipeline.driver.space_cache import get_space
 

@@ -1,2 +1,0 @@
-"""Developer tools: benchmarks, throughput sweeps, device-op counts, peer checks. Never imported by the
-``gradsign`` commands."""
