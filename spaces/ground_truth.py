@@ -20,8 +20,8 @@ ones (``arch``, ``index``, ``matrix``, ``ops``, the space's key column and recor
 ``normal``/``reduce``), the row names of benchmark files (``job_id``, ``part``, ``*concat``)) and the
 floating-point columns, numeric or not: text (``dataset``), integers (``epochs`` 12 / 200,
 ``dataset_id`` 10 / 100), booleans. Floating-point columns are measurements (other metrics, NB101 proxy
-columns of specs that prune to one graph) and may differ between repeats, and so may ``seed``
-(``REPEATS``): rows that differ only there are repeats of one measurement, averaged. The identifying
+columns of specs that prune to one graph) and may differ between repeats, and so may ``seed`` and
+``rng_seed`` (``REPEATS``): rows that differ only there are repeats of one measurement, averaged. The identifying
 columns (and ``arch_id``, ``official_index``, ``hash``) are refused as the metric.
 
 Other formats plug in by file suffix (``register_reader``): ``gradsign.pipeline.official.nb201`` registers ``.pth``, so an
@@ -196,7 +196,7 @@ def select_rows(table: pa.Table, where: dict | None, path) -> pa.Table:
 
 
 # Columns that number repeats of one measurement: rows differing there are averaged, not refused.
-REPEATS = ("seed",)
+REPEATS = ("seed", "rng_seed")  # rng_seed: NDS tables (pipeline/official/nds.py)
 
 
 def label_columns(table: pa.Table, metric: str, space) -> list[str]:
