@@ -167,7 +167,8 @@ def test_a_folder_of_unbound_digests_is_read_with_a_note_and_score_binds_them(ru
     assert summary["score_files_adopted"] == 3 and summary["archs_this_run"] == 0
     run_id = run_folder.folder_run_id(d)
     assert all(run_folder.read_digest(d, i).run == run_id for i in range(3))
-    assert _cli(capsys, "report", d) == (0, "")
+    code, err = _cli(capsys, "report", d)
+    assert code == 0 and "carry no digest" not in err, err
 
 
 @pytest.mark.ray
@@ -223,3 +224,38 @@ def test_a_run_refuses_a_numeric_label_it_was_not_told_to_select(tmp_path, data_
     cfg = small_config(tmp_path, data_dir, f"ground_truth.path={path}", "ground_truth.where={epochs: 200}")
     truth = config_mod.ground_truth(cfg, NB201)
     assert truth.averaged_keys == 0 and truth.rows == table.num_rows
+
+
+# -- messages: what a short list, a folder with missing files and an unusable ground truth say ------------
+
+@pytest.mark.ray
+def test_a_short_list_without_a_distance_says_why_it_is_short(runs, tmp_path, capsys):
+    code = cli.main(["candidates", str(runs[0]), "-o", str(tmp_path / "c.jsonl"), "--count", "100"])
+    out = capsys.readouterr().out
+    assert code == 0 and "fewer than the 100 asked (only 12 archs have a usable value" in out, out
+    assert "that far" not in out
+
+
+@pytest.mark.ray
+def test_report_on_a_folder_with_missing_score_files_says_how_many(runs, tmp_path, capsys):
+    d = _copy(runs[0], tmp_path)
+    run_folder.score_path(d, 1).unlink()
+    run_folder.digest_path(d, 1).unlink()
+    code, err = _cli(capsys, "report", d)
+    assert code == 3 and err.splitlines()[-1] == (f"gradsign: 4 of 12 archs have no committed score file yet; `gradsign score` "
+                                 f"with {d / 'config.yaml'} scores them"), err
+
+
+@pytest.mark.ray
+def test_report_warns_when_no_arch_has_a_ground_truth_value(runs, tmp_path, capsys):
+    import yaml
+
+    d = _copy(runs[0], tmp_path)
+    table = tmp_path / "empty.csv"
+    archs = pq.read_table(d / "shards").column("arch").to_pylist()
+    table.write_text("arch,acc\n" + "".join(f"{a},\n" for a in archs))  # every value missing
+    cfg = yaml.safe_load((d / "config.yaml").read_text())
+    cfg["ground_truth"] = {"path": str(table), "column": "acc", "where": None}  # truth never decides scores
+    (d / "config.yaml").write_text(yaml.safe_dump(cfg))
+    code, err = _cli(capsys, "report", d)
+    assert code == 0 and err == f"gradsign: warning: no scored arch has a finite value in ground-truth column 'acc' of {table}: no correlations", err

@@ -196,8 +196,10 @@ def _describe(table: pa.Table, count: int, by, min_distance) -> str:
     text = f"{table.num_rows} candidates ({rule})"
     if table.num_rows == 0:
         text += ": no arch has a usable value for every proxy of the ranking"
-    elif table.num_rows < count:
+    elif table.num_rows < count and min_distance is not None:
         text += f": fewer than the {count} asked (no more archs are that far from the ones listed)"
+    elif table.num_rows < count:
+        text += f": fewer than the {count} asked (only {table.num_rows} archs have a usable value for every proxy of the ranking)"
     return text
 
 
