@@ -37,24 +37,13 @@ import torch
 
 from gradsign import spaces
 from gradsign.actors import proxies
+from gradsign.actors.rows import score_schema  # noqa: F401  (the row schema; re-exported)
 
 
 def arch_seed(run_seed: int, arch: str) -> int:
     """A 63-bit torch seed from (run seed, canonical arch string) only."""
     digest = hashlib.sha256(f"{int(run_seed)}|{arch}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
-
-
-def score_schema(proxy_names: Sequence[str], key_column: str | None = None) -> pa.Schema:
-    """Score rows: arch_id, arch, the space's key column if it has one (NB101 ``hash``), one float per
-    proxy, nonfinite, seconds, error."""
-    fields = [pa.field("arch_id", pa.int64()), pa.field("arch", pa.string())]
-    if key_column is not None:
-        fields.append(pa.field(key_column, pa.string()))
-    fields += [pa.field(name, pa.float64()) for name in proxy_names]
-    fields += [pa.field("nonfinite", pa.string()), pa.field("seconds", pa.float64()),
-               pa.field("error", pa.string())]
-    return pa.schema(fields)
 
 
 PRECISIONS = ("fp32", "tf32")

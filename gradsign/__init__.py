@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from gradsign.pipeline.outputs.run_folder import RunFolder
+    from gradsign.pipeline.common.run_folder import RunFolder
 
 
 def score(net: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, proxy: str = "gradsign",
@@ -69,7 +69,7 @@ def load_space(name: str):
 
 def read_run(run_dir: str | _Path) -> RunFolder:
     """A run folder written by ``gradsign score``: its config, committed scores, summary and top-k."""
-    from gradsign.pipeline.outputs.run_folder import read_run as _read_run
+    from gradsign.pipeline.common.run_folder import read_run as _read_run
 
     return _read_run(run_dir)
 

@@ -221,9 +221,18 @@ def _main(args: argparse.Namespace) -> int:
         print(disk_message(run_dir, cause), file=sys.stderr)
         return EXIT_DISK
     _print_summary(summary, run_dir)
-    if summary["archs"]["failed"] or summary["archs"]["missing"]:
-        first = summary.get("first_errors") or []
-        print(f"gradsign: {summary['archs']['failed']} archs failed; first error: {first[:1]}", file=sys.stderr)
+    gt = summary.get("ground_truth")
+    if gt is not None and summary["archs"]["scored"] and not gt.get("matched"):
+        print(f"gradsign: warning: no scored arch has a finite value in ground-truth column {gt['column']!r} of "
+              f"{gt['path']}: no correlations", file=sys.stderr)
+    archs = summary["archs"]
+    if archs["failed"]:
+        first = (summary.get("first_errors") or ["?"])[0]
+        print(f"gradsign: {archs['failed']} archs failed; first error: {first}", file=sys.stderr)
+    if archs["missing"]:
+        print(f"gradsign: {archs['missing']} of {archs['requested']} archs have no committed score file yet; "
+              f"`gradsign score` with {Path(run_dir) / 'config.yaml'} scores them", file=sys.stderr)
+    if archs["failed"] or archs["missing"]:
         return EXIT_FAILED_ARCHS
     return EXIT_OK
 

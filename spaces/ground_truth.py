@@ -13,13 +13,16 @@ Rows join on ``space.key`` (NB201: the canonical arch string; NB101: the hash), 
 Several rows with one key are averaged only when they are repeats of one measurement (NB101 tables often
 hold several specs that prune to one graph, or several training seeds): ``values[key]`` is the mean of the
 finite values, ``counts[key]`` how many rows went into it; ``rows`` is the table's row count. Rows of one
-key that differ in a *label* column (a non-numeric column other than the identifying ones ``arch``,
-``index``, ``matrix``, ``ops``, the space's key column and record fields (DARTS ``normal``/``reduce``), and
-the row names of benchmark files (``job_id``, ``part``, ``*concat``): e.g. ``dataset``) measure different things and
-are never averaged: such a table is refused unless ``where`` selects one value per label
-(``{"dataset": "cifar10"}``: only the rows whose ``dataset`` is ``cifar10`` are read). Numeric columns
-(``seed``, other metrics) may differ between repeats. The identifying columns (and ``arch_id``,
-``official_index``, ``hash``) are refused as the metric.
+key that differ in a *label* column measure different things and are never averaged: such a table is
+refused unless ``where`` selects one value per label (``{"dataset": "cifar10"}``, ``{"epochs": 200}``: only
+the rows holding that value are read). A label is any column other than the metric, the identifying
+ones (``arch``, ``index``, ``matrix``, ``ops``, the space's key column and record fields (DARTS
+``normal``/``reduce``), the row names of benchmark files (``job_id``, ``part``, ``*concat``)) and the
+floating-point columns, numeric or not: text (``dataset``), integers (``epochs`` 12 / 200,
+``dataset_id`` 10 / 100), booleans. Floating-point columns are measurements (other metrics, NB101 proxy
+columns of specs that prune to one graph) and may differ between repeats, and so may ``seed`` and
+``rng_seed`` (``REPEATS``): rows that differ only there are repeats of one measurement, averaged. The identifying
+columns (and ``arch_id``, ``official_index``, ``hash``) are refused as the metric.
 
 Other formats plug in by file suffix (``register_reader``): ``gradsign.pipeline.official.nb201`` registers ``.pth``, so an
 official NAS-Bench-201 file given as the path is converted once into such a table and cached.
@@ -192,12 +195,17 @@ def select_rows(table: pa.Table, where: dict | None, path) -> pa.Table:
     return table
 
 
+# Columns that number repeats of one measurement: rows differing there are averaged, not refused.
+REPEATS = ("seed", "rng_seed")  # rng_seed: NDS tables (pipeline/official/nds.py)
+
+
 def label_columns(table: pa.Table, metric: str, space) -> list[str]:
-    """The columns that say what a row measures (non-numeric, not identifying, not the metric)."""
+    """The columns that say what a row measures: every column but the metric, the identifying ones, the
+    repeat numbers (``REPEATS``) and floating-point measurements; text, integers and booleans alike."""
     identifying = identifying_columns(space)
-    numeric = (pa.types.is_integer, pa.types.is_floating, pa.types.is_decimal)
+    measured = (pa.types.is_floating, pa.types.is_decimal, pa.types.is_null)
     return [f.name for f in table.schema if f.name not in identifying and f.name != metric
-            and not any(test(f.type) for test in numeric) and not pa.types.is_null(f.type)]
+            and f.name not in REPEATS and not any(test(f.type) for test in measured)]
 
 
 def check_one_meaning(table: pa.Table, keys: list, metric: str, space, path, describe=str) -> None:

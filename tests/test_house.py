@@ -147,7 +147,7 @@ def test_read_run_refuses_a_score_file_of_other_archs(tmp_path, data_dir):
     import shutil
 
     import gradsign
-    from gradsign.pipeline.driver.shards import ScoreFileError
+    from gradsign.pipeline.common.run_folder import ScoreFileError
 
     run = tmp_path / "run"
     shutil.copytree(data_dir.parent / "runs" / "nb201-cifar10-gradsign", run)

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from gradsign.pipeline.driver.data import dataset_info
     from gradsign.pipeline.driver.space_cache import get_space
-    from gradsign.pipeline.outputs.run_folder import read_run
+    from gradsign.pipeline.common.run_folder import read_run
 
     run = read_run(args.run_dir)
     space = get_space(run.config["space"])
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     if gt.get("path"):
         from gradsign.spaces import ground_truth
 
-        truth = ground_truth.load(gt["path"], gt["column"], space).values
+        truth = ground_truth.load(gt["path"], gt["column"], space, gt.get("where")).values
     groups: dict[bool, list[tuple[float, int, float]]] = {True: [], False: []}
     for row in rows:
         groups[bool(space.gradsign_signal(row["arch"]))].append(

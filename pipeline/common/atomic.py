@@ -46,14 +46,15 @@ def write_text_atomic(path: Path, text: str) -> None:
     _replace_atomically(path, lambda tmp: Path(tmp).write_text(text))
 
 
-def write_atomic_with_digest(table: pa.Table, path: Path, digest_path: Path) -> str:
+def write_atomic_with_digest(table: pa.Table, path: Path, digest_path: Path, text=None) -> str:
     """Write ``table`` to ``path`` atomically, recording the sha256 of its bytes in ``digest_path`` first.
 
     Order (crash safety): the Parquet bytes go to a temporary file, their digest is written (atomically)
     to ``digest_path`` (``sha256sum`` format: ``HEX  NAME``), and only then is the file renamed into place.
     A crash before the rename leaves the old file (or none) beside a digest that does not describe it: a
     reader rejects that file and it is scored again; a digest therefore never vouches for bytes it was
-    not computed from. Returns the hex digest.
+    not computed from. ``text(digest)`` gives the digest file's text (``pipeline/common/run_folder.py``
+    adds the run it belongs to). Returns the hex digest.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -61,7 +62,7 @@ def write_atomic_with_digest(table: pa.Table, path: Path, digest_path: Path) -> 
     try:
         pq.write_table(table, tmp)
         digest = hashlib.sha256(Path(tmp).read_bytes()).hexdigest()
-        write_text_atomic(digest_path, f"{digest}  {path.name}\n")
+        write_text_atomic(digest_path, text(digest) if text else f"{digest}  {path.name}\n")
         os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     except BaseException:

@@ -134,3 +134,16 @@ def score_identity(cfg: dict) -> dict:
 
 def dump(cfg: dict) -> str:
     return yaml.safe_dump(cfg, sort_keys=False)
+
+
+def ground_truth(cfg: dict, space):
+    """The ground truth a resolved config names: ``ground_truth.path``'s ``column``, only the rows
+    ``ground_truth.where`` selects (``spaces/ground_truth.py``); None without a path. Every loader of a
+    run's ground truth (the run, ``report``, ``candidates``, results tables) calls this, so none forgets
+    ``where``."""
+    gt = cfg["ground_truth"]
+    if gt["path"] is None:
+        return None
+    from gradsign.spaces import ground_truth as gt_loader
+
+    return gt_loader.load(gt["path"], gt["column"], space, gt.get("where"))

@@ -22,9 +22,10 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
+from gradsign.pipeline.common.run_folder import IDENTITY
 from gradsign.pipeline.driver import config as config_mod
 
-IDENTITY_FILE = "identity.json"
+IDENTITY_FILE = IDENTITY  # the run folder module owns the layout
 PATH_KEYS = (("data", "path"), ("sample", "archs"), ("ground_truth", "path"))
 
 

@@ -22,8 +22,6 @@ import pyarrow as pa
 
 from gradsign import spaces
 from gradsign.actors import proxies as proxy_registry
-from gradsign.actors.scorer import score_schema
-from gradsign.spaces import ground_truth as gt_loader
 
 from gradsign.pipeline.driver import config as config_mod
 from gradsign.pipeline.driver import identity
@@ -36,9 +34,11 @@ from gradsign.pipeline.driver.progress import Progress
 from gradsign.pipeline.outputs.candidates import check_topk
 from gradsign.pipeline.outputs.reducer import Reducer
 from gradsign.pipeline.outputs.report import write_outputs
-from gradsign.pipeline.common.atomic import write_atomic, write_atomic_with_digest, write_text_atomic
-from gradsign.pipeline.driver.shards import (REJECTED, ScoreFileError, digest_path, iter_shards, part_name,
-                                             read_arch_list, read_complete, remove_temporaries, verify_scores)
+from gradsign.pipeline.common.atomic import write_atomic, write_text_atomic
+from gradsign.pipeline.common import run_folder
+from gradsign.pipeline.common.run_folder import (SCORES, Reader, Trust, part_name, record_digest,
+                                                 remove_temporaries, score_schema, set_aside, shard_path, verify)
+from gradsign.pipeline.driver.shards import iter_shards, read_arch_list, read_complete
 from gradsign.pipeline.driver.space_cache import get_space
 
 
@@ -177,17 +177,15 @@ def run(cfg: dict) -> RunResult:
     space = get_space(cfg["space"])
     info = dataset_info(cfg["dataset"])
     batch = _load_batch(cfg)
-    truth = None
-    if cfg["ground_truth"]["path"] is not None:
-        truth = gt_loader.load(cfg["ground_truth"]["path"], cfg["ground_truth"]["column"], space,
-                               cfg["ground_truth"]["where"])
+    truth = config_mod.ground_truth(cfg, space)
 
     lock = hold_run_folder(run_dir)  # one driver per run folder: a second one is refused here (pipeline/common/lock.py)
     try:
         _claim(run_dir, cfg, batch, arch_ids)
         (run_dir / "shards").mkdir(parents=True, exist_ok=True)
-        (run_dir / "scores").mkdir(exist_ok=True)
+        (run_dir / SCORES).mkdir(exist_ok=True)
         remove_temporaries(run_dir)  # half-written files of a run that was killed
+        trust = Trust.of(run_dir)  # what every committed score file must show (its digest names this run)
         schema = score_schema(cfg["proxies"], spaces.key_column(space))
         reducer = Reducer(cfg["proxies"], space, truth, cfg["topk"], cfg["topk_by"], cfg["topk_min_distance"])
 
@@ -199,16 +197,15 @@ def run(cfg: dict) -> RunResult:
         for index, shard in iter_shards(cfg, space):
             requested += shard.num_rows
             shards += 1
-            shard_path = run_dir / "shards" / part_name(index)
-            on_disk = read_complete(shard_path, shard.num_rows)
+            on_disk = read_complete(shard_path(run_dir, index), shard.num_rows)
             if on_disk is None or not on_disk.equals(shard):  # the config decides a shard's rows, not the disk
-                write_atomic(shard, shard_path)
-            found = verify_scores(run_dir, index, shard, schema, spaces.key_column(space))
+                write_atomic(shard, shard_path(run_dir, index))
+            found = verify(run_dir, index, trust, shard, schema)
             if found.problem is not None:  # never trusted: set aside, scored again below
-                _set_aside(run_dir, index, found.problem)
+                set_aside(run_dir, index, found.problem)
                 rejected.append(part_name(index))
-            elif found.legacy:  # written before digests existed, and its archs check out: record its digest
-                write_text_atomic(digest_path(run_dir, index), f"{found.sha256}  {part_name(index)}\n")
+            elif found.legacy:  # written before digests named their run, and its rows check out: record one
+                record_digest(run_dir, index, found.sha256, trust.run)
                 adopted += 1
             done = found.table
             failed = [] if done is None else [k for k, e in enumerate(done.column("error").to_pylist()) if e is not None]
@@ -228,7 +225,8 @@ def run(cfg: dict) -> RunResult:
         if jobs:
             started_ray = _start_ray(cfg)
             try:
-                devices, events = _dispatch(cfg, run_dir, batch, info.num_classes, jobs, schema, reducer, progress)
+                devices, events = _dispatch(cfg, run_dir, trust.run, batch, info.num_classes, jobs, schema, reducer,
+                                            progress)
             finally:
                 progress.close()
                 if started_ray:
@@ -256,7 +254,7 @@ def run(cfg: dict) -> RunResult:
         }
         summary = write_outputs(run_dir, cfg, reducer, facts)
     except KeyboardInterrupt:  # the finally blocks above ran: actors killed, Ray shut down
-        committed = len(list((run_dir / "scores").glob("part-*.parquet")))
+        committed = len(list((run_dir / SCORES).glob("part-*.parquet")))
         raise RunInterrupted(run_dir, committed, _shards_requested(cfg, space, arch_ids)) from None
     finally:
         lock.release()
@@ -270,20 +268,9 @@ def _shards_requested(cfg: dict, space, arch_ids: list[int] | None) -> int:
     return math.ceil(count / cfg["shard_size"])
 
 
-def _set_aside(run_dir: Path, index: int, problem: str) -> None:
-    """Move a score file that failed verification to ``rejected/`` (so no reader takes it), drop its
-    digest, and say so on stderr; the shard is then scored again."""
-    name = part_name(index)
-    (run_dir / REJECTED).mkdir(exist_ok=True)
-    os.replace(run_dir / "scores" / name, run_dir / REJECTED / name)
-    digest_path(run_dir, index).unlink(missing_ok=True)
-    print(f"gradsign: warning: {run_dir / 'scores' / name} failed verification: {problem}; moved to "
-          f"{run_dir / REJECTED / name} and scored again", file=sys.stderr)
-
-
 def _shard_loader(run_dir: Path, index: int, rows: int):
     def load() -> pa.Table:
-        table = read_complete(run_dir / "shards" / part_name(index), rows)
+        table = read_complete(shard_path(run_dir, index), rows)
         if table is None:
             raise RuntimeError(f"input shard {part_name(index)} vanished or is corrupt during the run")
         return table
@@ -294,14 +281,14 @@ def _loader(table: pa.Table):
     return lambda: table
 
 
-def _dispatch(cfg, run_dir, batch, num_classes, jobs, schema, reducer, progress) -> tuple[list[str], list[str]]:
+def _dispatch(cfg, run_dir, run, batch, num_classes, jobs, schema, reducer, progress) -> tuple[list[str], list[str]]:
     """Score ``jobs`` with a :class:`Dispatcher`; commit each shard atomically as it completes."""
     import ray
 
     images_ref, labels_ref = ray.put(batch.images), ray.put(batch.labels)
 
     def commit(index: int, table: pa.Table) -> None:
-        write_atomic_with_digest(table, run_dir / "scores" / part_name(index), digest_path(run_dir, index))
+        run_folder.commit(run_dir, index, table, run)  # the one writer of score files: digest bound to this run
         reducer.add(table)
         progress.update(table.num_rows, failed=reducer.failed)
 
@@ -326,25 +313,22 @@ def recompute(run_dir: Path) -> dict:
     cfg = config_mod.resolve(stored)
     proxy_registry.load_plugins(cfg["plugins"])  # a plugin may define the space
     space = get_space(cfg["space"])
-    truth = None
-    if cfg["ground_truth"]["path"] is not None:
-        truth = gt_loader.load(cfg["ground_truth"]["path"], cfg["ground_truth"]["column"], space,
-                               cfg["ground_truth"]["where"])
-    schema = score_schema(cfg["proxies"], spaces.key_column(space))
+    truth = config_mod.ground_truth(cfg, space)
     reducer = Reducer(cfg["proxies"], space, truth, cfg["topk"], cfg["topk_by"], cfg["topk_min_distance"])
-    requested = 0
-    bad: list[str] = []
-    for index, shard in iter_shards(cfg, space):
-        requested += shard.num_rows
-        found = verify_scores(run_dir, index, shard, schema, spaces.key_column(space))
-        if found.problem is not None:
-            bad.append(f"{run_dir / 'scores' / part_name(index)} ({found.problem})")
-        elif found.table is not None:
-            reducer.add(found.table)
-    if bad:
-        raise ScoreFileError(f"refusing to summarise {run_dir}: {len(bad)} score file(s) failed verification: "
-                             + "; ".join(bad[:3]) + ("; ..." if len(bad) > 3 else "")
-                             + ". Rerun `gradsign score` with this folder's config to score them again")
+    sizes: list[int] = []
+
+    def shards():
+        for index, shard in iter_shards(cfg, space):
+            sizes.append(shard.num_rows)
+            yield index, shard
+
+    reader = Reader(run_dir, score_schema(cfg["proxies"], spaces.key_column(space)))
+    for _, table in reader.parts(shards()):  # refuses the folder (ScoreFileError) if a file fails
+        if table is not None:
+            reducer.add(table)
+    requested = sum(sizes)
+    if reader.note():
+        print(reader.note(), file=sys.stderr)
     previous = run_dir / "summary.json"
     facts = json.loads(previous.read_text()) if previous.is_file() else {}
     keep = ("wall_seconds", "archs_this_run", "archs_per_second", "shards", "shards_resumed",

@@ -7,19 +7,12 @@ Invariants:
   time from the config, so a truncated shard is simply written again;
 - every file is written to a temporary name and renamed, so a file that exists is complete; a file that
   cannot be read (a crash of another writer, a bad disk) is detected and redone;
-- a score file is trusted only when verified (``verify_scores``): its bytes match the sha256 recorded in
-  ``digests/part-NNNNN.parquet.sha256`` when it was committed (written before the file's rename, so a
-  digest never vouches for bytes it was not computed from), it has the shard's rows and columns, and its
-  ``arch_id`` (and key column, e.g. NB101 ``hash``) equal the input shard's. A score file without a
-  digest (a folder written before digests existed) is accepted as *legacy* when everything but the
-  bytes checks out, and the driver then records its digest.
+- score files, their digests and their verification belong to ``pipeline/common/run_folder.py``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -146,24 +139,6 @@ def with_key_column(table: pa.Table, space, ids: list[int]) -> pa.Table:
     return table.append_column(pa.field(column, pa.string()), pa.array(keys, pa.string()))
 
 
-DIGESTS = "digests"  # run_dir/digests/part-NNNNN.parquet.sha256: the sha256 of each committed score file
-REJECTED = "rejected"  # run_dir/rejected/part-NNNNN.parquet: score files that failed verification
-
-
-def part_name(index: int) -> str:
-    return f"part-{index:05d}.parquet"
-
-
-def remove_temporaries(run_dir: Path) -> int:
-    """Delete the temporary files a killed writer left in ``run_dir`` and its shards/ and scores/."""
-    removed = 0
-    for sub in (".", "shards", "scores", DIGESTS):
-        for tmp in (run_dir / sub).glob(".*.tmp"):
-            tmp.unlink(missing_ok=True)
-            removed += 1
-    return removed
-
-
 def read_complete(path: Path, rows: int | None = None, schema: pa.Schema | None = None) -> pa.Table | None:
     """The table at ``path`` if it is complete (``rows`` rows, ``schema``'s columns), else None.
 
@@ -185,67 +160,3 @@ def read_complete(path: Path, rows: int | None = None, schema: pa.Schema | None 
     if schema is not None and table.column_names != schema.names:
         return None
     return table
-
-
-class ScoreFileError(ValueError):
-    """A committed score file that fails verification (``gradsign report`` refuses such a folder)."""
-
-
-def digest_path(run_dir: Path, index: int) -> Path:
-    return Path(run_dir) / DIGESTS / f"{part_name(index)}.sha256"
-
-
-@dataclass(frozen=True)
-class Verified:
-    """What ``verify_scores`` found: ``table`` when the file is accepted (None when missing or rejected);
-    ``problem`` why it was rejected; ``legacy`` when accepted without a recorded digest (``sha256`` is the
-    digest of the bytes read, for the driver to record)."""
-
-    table: pa.Table | None
-    problem: str | None = None
-    legacy: bool = False
-    sha256: str | None = None
-
-
-def recorded_digest(path: Path) -> tuple[str | None, str | None]:
-    """(hex digest, problem) from a digest file; (None, None) when there is none."""
-    if not path.is_file():
-        return None, None
-    text = path.read_text(errors="replace").split()
-    if not text or len(text[0]) != 64 or any(c not in "0123456789abcdef" for c in text[0]):
-        return None, f"its digest file {path.name} is malformed"
-    return text[0], None
-
-
-def verify_scores(run_dir: Path, index: int, shard: pa.Table, schema: pa.Schema,
-                  key_column: str | None = None) -> Verified:
-    """Check the committed score file of shard ``index`` against its digest and its input ``shard``
-    (the rows the config asks for, regenerated from the config). Missing: ``Verified(None)``."""
-    path = Path(run_dir) / "scores" / part_name(index)
-    if not path.is_file():
-        return Verified(None)
-    if not os.access(path, os.R_OK):
-        raise PermissionError(f"cannot read {path}: permission denied (run folder of another user?)")
-    data = path.read_bytes()
-    actual = hashlib.sha256(data).hexdigest()
-    recorded, problem = recorded_digest(digest_path(run_dir, index))
-    if recorded is not None and recorded != actual:
-        problem = (f"its bytes do not match the sha256 recorded when it was committed "
-                   f"({recorded[:12]}... recorded, {actual[:12]}... now)")
-    try:
-        table = pq.read_table(pa.BufferReader(data))
-    except (pa.ArrowInvalid, OSError) as exc:
-        return Verified(None, problem or f"it is not a readable Parquet file ({exc})")
-    if table.num_rows != shard.num_rows:
-        return Verified(None, f"it holds {table.num_rows} rows where its input shard has {shard.num_rows}")
-    if table.column_names != schema.names:
-        return Verified(None, f"its columns {table.column_names} are not the run's {schema.names}")
-    for column in ("arch_id", *([key_column] if key_column else [])):
-        mine, theirs = table.column(column).to_pylist(), shard.column(column).to_pylist()
-        if mine != theirs:
-            k = next(i for i, (a, b) in enumerate(zip(mine, theirs)) if a != b)
-            return Verified(None, f"its {column} column is not its input shard's (row {k}: {mine[k]!r} where "
-                                  f"the shard has {theirs[k]!r}): scores of other archs")
-    if problem is not None:
-        return Verified(None, problem)
-    return Verified(table, legacy=recorded is None, sha256=actual)

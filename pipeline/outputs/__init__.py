@@ -1,2 +1,3 @@
 """What a run hands on: the reducer (correlations, top-k), summary/report/plots, ``gradsign report`` and
-``gradsign compare``, whole-space results tables, and reading a run folder back (``read_run``)."""
+``gradsign compare``, and whole-space results tables. The
+run folder itself (layout, digests, the verified reader, ``read_run``) is ``pipeline/common/run_folder.py``."""

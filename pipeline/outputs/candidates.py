@@ -2,7 +2,8 @@
 
 A candidate list is the reducer's top-k (``reducer.py``, ranked and thinned by ``ranking.py``), made from
 scores already stored:
-- from a run folder: its config and committed score files, read exactly as ``gradsign report`` reads them,
+- from a run folder: its config and committed score files, verified and read exactly as ``gradsign report``
+  reads them (``pipeline/common/run_folder.py``; the ground truth with ``ground_truth.where``),
   with ``topk``, ``topk_by`` and ``topk_min_distance`` replaced as asked; the same keys give the same list
   as the run wrote (same columns, same rows);
 - from score tables (Parquet/CSV with ``arch`` or ``arch_id`` and proxy columns; ``error`` and ``nonfinite``
@@ -22,7 +23,6 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from gradsign import spaces
 from gradsign.pipeline.common.layered import ConfigError
@@ -59,11 +59,10 @@ def run_topk(run_dir: str | Path, count: int | None = None, by=None, min_distanc
     """The top-k of a run folder from its committed scores, its config's top-k keys replaced by the
     arguments given (None keeps the config's)."""
     from gradsign.actors import proxies as proxy_registry
-    from gradsign.actors.scorer import score_schema
+    from gradsign.pipeline.common.run_folder import Reader, score_schema
     from gradsign.pipeline.driver import config as config_mod
-    from gradsign.pipeline.driver.shards import iter_shards, part_name, read_complete
+    from gradsign.pipeline.driver.shards import iter_shards
     from gradsign.pipeline.driver.space_cache import get_space
-    from gradsign.spaces import ground_truth as gt_loader
 
     run_dir = Path(run_dir)
     stored = run_dir / "config.yaml"
@@ -75,24 +74,24 @@ def run_topk(run_dir: str | Path, count: int | None = None, by=None, min_distanc
     proxy_registry.load_plugins(cfg["plugins"])
     space = get_space(cfg["space"])
     check_topk(cfg, space)
-    truth = None
-    if cfg["ground_truth"]["path"] is not None:
-        truth = gt_loader.load(cfg["ground_truth"]["path"], cfg["ground_truth"]["column"], space)
-    schema = score_schema(cfg["proxies"], spaces.key_column(space))
+    truth = config_mod.ground_truth(cfg, space)  # with ground_truth.where, as the run loaded it
     reducer = Reducer(cfg["proxies"], space, truth, cfg["topk"], cfg["topk_by"], cfg["topk_min_distance"])
-    for index, shard in iter_shards(cfg, space):
-        done = read_complete(run_dir / "scores" / part_name(index), shard.num_rows, schema)
-        if done is not None:
-            reducer.add(done)
+    reader = Reader(run_dir, score_schema(cfg["proxies"], spaces.key_column(space)))
+    for _, table in reader.parts(iter_shards(cfg, space)):  # verified, as `gradsign report` reads them
+        if table is not None:
+            reducer.add(table)
+    if reader.note():
+        print(reader.note(), file=sys.stderr)
     return reducer.top(reducer.columns())
 
 
 def _read_source(path: Path) -> tuple[pa.Table, str]:
     if path.is_dir():
-        parts = sorted((path / "scores").glob("part-*.parquet"))
-        if not (path / "config.yaml").is_file() or not parts:
+        from gradsign.pipeline.common.run_folder import CONFIG, committed, read_scores
+
+        if not (path / CONFIG).is_file() or not committed(path):
             raise ValueError(f"{path} is a folder but not a run folder with committed scores")
-        return pa.concat_tables([pq.read_table(p) for p in parts], promote_options="default"), f"run folder {path}"
+        return read_scores(path), f"run folder {path}"  # verified: ScoreFileError names a file that fails
     try:
         return read_table(path), f"score table {path}"
     except GroundTruthError as exc:
@@ -200,8 +199,10 @@ def _describe(table: pa.Table, count: int, by, min_distance) -> str:
     text = f"{table.num_rows} candidates ({rule})"
     if table.num_rows == 0:
         text += ": no arch has a usable value for every proxy of the ranking"
-    elif table.num_rows < count:
+    elif table.num_rows < count and min_distance is not None:
         text += f": fewer than the {count} asked (no more archs are that far from the ones listed)"
+    elif table.num_rows < count:
+        text += f": fewer than the {count} asked (only {table.num_rows} archs have a usable value for every proxy of the ranking)"
     return text
 
 

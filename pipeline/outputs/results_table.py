@@ -15,25 +15,21 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from gradsign import spaces
-from gradsign.spaces import ground_truth as gt_loader
-
+from gradsign.pipeline.common import run_folder
 from gradsign.pipeline.driver import config as config_mod
 
 
 def build(run_dir: str | Path) -> pa.Table:
-    """The committed score rows of ``run_dir`` with the official index joined on the canonical arch."""
+    """The committed score rows of ``run_dir``, verified (``pipeline/common/run_folder.py``: ScoreFileError
+    names a file that fails), with the official index joined on the canonical arch."""
     run_dir = Path(run_dir)
-    cfg = config_mod.resolve(run_dir / "config.yaml")
-    parts = sorted((run_dir / "scores").glob("part-*.parquet"))
-    if not parts:
+    cfg = config_mod.resolve(run_dir / run_folder.CONFIG)
+    if not run_folder.committed(run_dir):
         raise FileNotFoundError(f"{run_dir} has no committed score files")
-    table = pa.concat_tables(pq.read_table(p) for p in parts)
+    table = run_folder.read_scores(run_dir)
     table = table.take(pc.sort_indices(table, [("arch_id", "ascending")]))
-    official: dict[str, int] = {}
-    if cfg["ground_truth"]["path"] is not None:
-        space = spaces.get(cfg["space"])
-        official = gt_loader.load(cfg["ground_truth"]["path"], cfg["ground_truth"]["column"], space,
-                                  cfg["ground_truth"]["where"]).official_index
+    truth = config_mod.ground_truth(cfg, spaces.get(cfg["space"]))  # with ground_truth.where
+    official = {} if truth is None else truth.official_index
     index = pa.array([official.get(a) for a in table.column("arch").to_pylist()], pa.int64())
     return table.add_column(2, "official_index", index)
 
@@ -43,7 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 2:
         print("usage: python -m gradsign.pipeline.outputs.results_table RUN_DIR OUT.parquet", file=sys.stderr)
         return 2
-    table = build(args[0])
+    try:
+        table = build(args[0])
+    except (ValueError, FileNotFoundError) as exc:  # a score file that fails verification: one line, exit 2
+        print(f"gradsign: error: {exc}", file=sys.stderr)
+        return 2
     pq.write_table(table, args[1], compression="zstd")
     print(f"{args[1]}: {table.num_rows} rows, columns {table.column_names}")
     return 0

@@ -30,7 +30,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from gradsign import search
 from gradsign import spaces
@@ -39,6 +38,7 @@ from gradsign.spaces.ground_truth import GroundTruthError, check_one_meaning, re
 
 from gradsign.pipeline.search_runner import config as search_config
 from gradsign.pipeline.common.layered import ConfigError
+from gradsign.pipeline.common import run_folder
 from gradsign.pipeline.common.atomic import write_atomic, write_text_atomic
 from gradsign.pipeline.common.lock import hold_run_folder
 from gradsign.pipeline.common import interrupt
@@ -141,12 +141,11 @@ def load_benchmark(cfg: dict, space) -> search.Benchmark:
 
 def _score_files(path: Path) -> tuple[pa.Table, str]:
     if path.is_dir():
-        if not (path / "config.yaml").is_file():
+        if not (path / run_folder.CONFIG).is_file():
             raise ScoreTableError(f"scores: {path} is a folder but not a run folder (no config.yaml)")
-        parts = sorted((path / "scores").glob("part-*.parquet"))
-        if not parts:
+        if not run_folder.committed(path):
             raise ScoreTableError(f"scores: run folder {path} has no committed scores (scores/part-*.parquet)")
-        return pa.concat_tables([pq.read_table(p) for p in parts], promote_options="default"), f"run folder {path}"
+        return run_folder.read_scores(path), f"run folder {path}"  # verified, as `gradsign report` reads them
     return _read(path, "score table"), f"score table {path}"
 
 
