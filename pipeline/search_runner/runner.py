@@ -611,7 +611,7 @@ def _run_held(cfg, out, started, space_impl, bench, scores, warm, all_variants, 
 def main_search(config: str, overrides: list[str]) -> int:
     """``gradsign search``: 0 done, 2 bad input (one message naming the problem)."""
     try:
-        cfg = search_config.resolve(config, overrides)
+        cfg = search_config.precheck(search_config.resolve(config, overrides))
         result = run(cfg)
     except (ValueError, FileNotFoundError) as exc:
         print(f"gradsign: error: {exc}", file=sys.stderr)
