@@ -98,18 +98,27 @@ def test_docs_command_is_real(page, line, monkeypatch):
         assert head in EXTERNAL, f"{page}: unknown command {head!r} in {line!r}"
 
 
-def test_readme_python_example_runs(tmp_path, data_dir):
-    """The README's API example, as written, against a real (partial) run folder of the shared data."""
+@pytest.mark.ray
+def test_readme_python_example_runs_after_the_smoke_run(tmp_path, data_dir, ray_cluster, monkeypatch, capsys):
+    """The README's API example, as written, after the README's smoke run (the same config, made smaller
+    with --set, run from another directory: its output lands in runs/nb201-cifar10-smoke there)."""
+    from gradsign.pipeline import cli
+
     blocks = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), re.S)
     assert blocks, "the README shows no Python example"
-    (tmp_path / "runs").mkdir()
-    (tmp_path / "runs" / "nb201-cifar10").symlink_to(data_dir.parent / "runs" / "nb201-cifar10-gradsign")
+    monkeypatch.chdir(tmp_path)
+    sets = ["sample.size=4", "shard_size=2", "data.batch_size=8", "progress=false", "ray.object_store_mb=128"]
+    argv = ["score", str(REPO / "configs" / "nb201-cifar10-smoke.yaml"), *sum((["--set", s] for s in sets), [])]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    assert (tmp_path / "runs" / "nb201-cifar10-smoke" / "summary.json").is_file()
     out = subprocess.run([sys.executable, "-c", blocks[0]], cwd=tmp_path, capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     lines = out.stdout.splitlines()
-    assert float(lines[0]) >= 0  # a GradSign score
-    assert lines[1] == "nb201 8950"  # the shared run's committed rows
+    assert float(lines[0]) > 0  # a real cell's GradSign score (an all-`none` cell scores exactly 0)
+    assert lines[1] == "nb201 4"  # the smoke run's committed rows
+    assert -1 <= float(lines[2]) <= 1  # Spearman against the smoke config's ground truth
+    assert lines[3].startswith("|") and float(lines[3].split()[1]) > 0  # the top arch and its score
 
 
 def test_public_api_matches_the_proxy_registry(cifar10_batch):
