@@ -105,7 +105,7 @@ def _draw_panel(ax, panel: Panel, truth_label: str, rng: np.random.Generator) ->
     n = panel.scores.size
     size, alpha = (14, 0.8) if n <= 200 else (4, 0.5) if n <= 2000 else (1.5, 0.25)
     ax.scatter(x[main], y[main], s=size, alpha=alpha, linewidths=0, color="tab:blue", rasterized=n > 2000,
-               label=f"cells ranked ({int(main.sum()):,})")
+               label=f"cells outside the strips ({int(main.sum()):,} of {n:,})")
     if n >= 20:  # the median accuracy rank along the score rank: the trend the eye looks for
         edges = np.linspace(0, 100, 11 if n < 500 else 21)
         mids, med = [], []
@@ -128,11 +128,12 @@ def _draw_panel(ax, panel: Panel, truth_label: str, rng: np.random.Generator) ->
     ax.axvline(hi + 1.5, color="0.6", lw=0.8)
     ax.axhline(hi + 1.5, color="0.6", lw=0.8)
     box = dict(fontsize=7, color="0.2", ha="center", va="center")
-    ax.text((lo + hi) / 2, 50, f"score = 0\n{int(only_zero.sum()):,} cells", rotation=90, **box)
-    ax.text(50, (lo + hi) / 2, f"accuracy at chance: {int(only_chance.sum()):,} cells", **box)
+    # each strip counts its own cells only: those in both (the red corner) are counted there, not twice
+    ax.text((lo + hi) / 2, 50, f"score = 0 only\n{int(only_zero.sum()):,} cells", rotation=90, **box)
+    ax.text(50, (lo + hi) / 2, f"accuracy at chance only: {int(only_chance.sum()):,} cells", **box)
     if both.any():
-        ax.text((lo + hi) / 2, lo - 1.5, f"both: {int(both.sum()):,}", fontsize=6.5, color="tab:red", ha="left",
-                va="top")
+        ax.text((lo + hi) / 2, lo - 1.5, f"both (score = 0 and chance): {int(both.sum()):,}", fontsize=6.5,
+                color="tab:red", ha="left", va="top")
     ax.set_xlim(lo - 1, 101)
     ax.set_ylim(lo - 6 if both.any() else lo - 1, 101)
     ticks = [0, 25, 50, 75, 100]
