@@ -205,3 +205,18 @@ def test_wheel_holds_only_the_gradsign_namespace(tmp_path):
     for module in ("gradsign/pipeline/driver/run.py", "gradsign/actors/proxies/gradsign.py",
                    "gradsign/spaces/nb201.py", "gradsign/search/bohb.py", "gradsign/pipeline/cli.py"):
         assert module in names
+
+
+def test_every_comparison_with_robot_states_queries_and_uncharged_tables():
+    """Where a page sets the warm G-REA figure beside RoBoT's, the same paragraph says what each spent: the
+    queries (about 66 against about 20) and the whole-space score tables that are not charged."""
+    pages = [*PAGES, REPO / "results" / "search" / "README.md"]
+    found = 0
+    for page in pages:
+        for paragraph in re.split(r"\n\s*\n|\n- ", page.read_text()):
+            if "RoBoT" in paragraph and "73.42" in paragraph and not paragraph.lstrip().startswith("|"):
+                found += 1
+                text = " ".join(paragraph.split())
+                assert "queries" in text and "20" in text, f"{page.name}: {text[:200]}"
+                assert "not charged" in text, f"{page.name}: {text[:200]}"
+    assert found >= 2
