@@ -92,7 +92,7 @@ def test_docs_command_is_real(page, line, monkeypatch):
     elif head == "python" and words[1:2] == ["-c"]:
         out = subprocess.run([sys.executable, "-c", words[2]], cwd=REPO, capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, f"{page}: {line!r} failed: {out.stderr[-1000:]}"
-    elif head == "bash":
+    elif head == "bash" or (head == "python" and words[1:2] and words[1].endswith(".py")):
         assert (REPO / words[1]).is_file()
     else:
         assert head in EXTERNAL, f"{page}: unknown command {head!r} in {line!r}"
