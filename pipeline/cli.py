@@ -147,8 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     except PATH_ERRORS as exc:
         if disk_error(exc) is not None:
             raise
-        where = f": {exc.filename}" if exc.filename else ""
-        print(f"gradsign: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        what = f"cannot use {exc.filename} as given" if exc.filename else "cannot use a path as given"
+        print(f"gradsign: error: {what} ({exc.strerror or exc}): a file where a folder must go, a folder where a "
+              "file must go, or no permission", file=sys.stderr)
         return EXIT_BAD_INPUT
 
 

@@ -133,3 +133,14 @@ def test_a_missing_data_file_names_gradsign_data_and_the_directory(tmp_path, mon
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match=rf"relative to the current directory {tmp_path}.*GRADSIGN_DATA is unset"):
         run_config.precheck(run_config.resolve(SMOKE, ["data.path=batch.npz"]))
+
+
+def test_any_command_writing_under_a_file_is_one_line_and_exit_2(tmp_path, capsys):
+    import re
+
+    page = (REPO / "docs" / "spaces.md").read_text()
+    (tmp_path / "DARTS.json").write_text(re.search(r"## The NDS input format.*?```json\n(.*?)```", page, re.S).group(1))
+    blocker = tmp_path / "taken"
+    blocker.write_text("x")
+    assert main(["truth", "nds", str(tmp_path / "DARTS.json"), "-o", str(blocker / "DARTS.parquet")]) == 2
+    assert f"cannot use {blocker} as given" in _one_error_line(capsys)
