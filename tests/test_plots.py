@@ -162,3 +162,19 @@ def test_compare_table_names_two_runs_of_one_dataset_apart():
     assert rho_columns == ["cifar10 a rho", "cifar10 b rho", "cifar100 rho"]
     same = compare.table([summary("a", "cifar10", 0.8), summary("a", "cifar10", 0.8)]).splitlines()[0]
     assert "cifar10 a #1 rho" in same and "cifar10 a #2 rho" in same
+
+
+def test_search_queries_plot_shows_the_spread_over_runs(tmp_path, monkeypatch):
+    drawn = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: drawn.append(fig))
+    runs = [np.array([90.0, 92.0, 93.0]), np.array([91.0, 91.5, 94.0]), np.array([89.0, 93.0, 93.5]),
+            np.array([92.0, 92.5, 92.5])]
+    plots.search_queries([plots.QueryCurve("REA", "rea", runs)], {"rea": "REA"}, tmp_path / "q.png", "test acc.")
+    ax = drawn[0].axes[0]
+    band = [c for c in ax.collections if c.get_paths()]  # fill_between: one PolyCollection per curve
+    assert len(band) == 1
+    lows = band[0].get_paths()[0].vertices[:, 1]
+    stack = np.vstack(runs)
+    assert np.isclose(lows.min(), np.percentile(stack, 25, axis=0).min())
+    assert np.isclose(lows.max(), np.percentile(stack, 75, axis=0).max())
+    assert "25-75%" in ax.get_legend().get_title().get_text()

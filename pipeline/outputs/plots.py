@@ -218,7 +218,8 @@ class QueryCurve:
 
 def search_queries(curves: Sequence[QueryCurve], titles: dict[str, str], path: Path, accuracy_label: str) -> None:
     """Per algorithm one panel: the mean over runs of the pick's accuracy after k queries (a run that ended
-    keeps its final pick), and a dot at each variant's mean queries and mean final pick accuracy."""
+    keeps its final pick) with a band from its 25th to its 75th percentile over runs, and a dot at each
+    variant's mean queries and mean final pick accuracy."""
     plt = pyplot()
     if plt is None or not curves:
         return
@@ -234,15 +235,19 @@ def search_queries(curves: Sequence[QueryCurve], titles: dict[str, str], path: P
             stack = np.vstack([np.concatenate([r, np.full(max(0, horizon - r.size), r[-1])])[:horizon]
                                for r in curve.runs if r.size])
             color = f"C{k}"
-            ax.plot(np.arange(1, horizon + 1), stack.mean(axis=0), color=color, lw=1.4,
-                    label=f"{curve.label} ({len(curve.runs)} runs)")
+            steps = np.arange(1, horizon + 1)
+            ax.plot(steps, stack.mean(axis=0), color=color, lw=1.4, label=f"{curve.label} ({len(curve.runs)} runs)")
+            # the spread over runs: the middle half of the picks after k queries (a mean alone hides it)
+            q25, q75 = np.percentile(stack, [25, 75], axis=0)
+            ax.fill_between(steps, q25, q75, color=color, alpha=0.15, linewidth=0)
             ends = np.asarray([r.size for r in curve.runs if r.size])
             finals = np.asarray([r[-1] for r in curve.runs if r.size])
             ax.plot([ends.mean()], [finals.mean()], "o", color=color, ms=6, mec="black", mew=0.6)
         ax.set_title(titles.get(algorithm, algorithm), fontsize=10)
         ax.set_xlabel("queries")
         ax.set_ylabel(f"pick's {accuracy_label} (%)")
-        ax.legend(fontsize=7, title="dot: mean queries at budget", title_fontsize=6.5)
+        ax.legend(fontsize=7, title="line: mean; band: 25-75% of runs;\ndot: mean queries at budget",
+                  title_fontsize=6.5)
         ax.grid(alpha=0.3)
     fig.tight_layout()
     _save(fig, path)
