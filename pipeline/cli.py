@@ -215,6 +215,9 @@ def _main(args: argparse.Namespace) -> int:
             print(f"heatmap: {args.plot}")
         return EXIT_OK
     cfg = None
+    if args.command == "report" and not (Path(args.run_dir) / "config.yaml").is_file():  # before torch loads
+        print(f"gradsign: error: {args.run_dir} is not a run folder (no config.yaml)", file=sys.stderr)
+        return EXIT_BAD_INPUT
     if args.command == "score":  # the config is checked before torch and Ray load: a mistake is answered at once
         from gradsign.pipeline.driver import config as config_mod
 

@@ -41,6 +41,7 @@ def test_config_mistakes_are_refused_before_torch_or_ray_load(tmp_path):
         ["score", SMOKE, "--set", f"ground_truth.path={tmp_path / 'no-such.csv'}"],
         ["search", SEARCH_SMOKE, "--set", "rnus=3"],
         ["search", SEARCH_SMOKE, "--set", f"scores={tmp_path / 'no-such.csv'}"],
+        ["report", str(tmp_path / "no-such-run")],
     ]
     done = subprocess.run([sys.executable, "-c", _PROBE, json.dumps(cases)], cwd=REPO, capture_output=True,
                           text=True, timeout=120)
@@ -52,7 +53,7 @@ def test_config_mistakes_are_refused_before_torch_or_ray_load(tmp_path):
     assert len(errors) == len(cases) and all(line.startswith("gradsign: error: ") for line in errors), errors
     for words, line in zip(["config file not found", "unknown config key 'sampel'", "unknown space 'nb999'",
                             "unknown dataset 'mnist'", "data file not found", "ground-truth table not found",
-                            "unknown config key 'rnus'", "score table not found"], errors):
+                            "unknown config key 'rnus'", "score table not found", "is not a run folder"], errors):
         assert words in line, line
 
 
