@@ -53,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     score.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config key, e.g. --set sample.size=300 (repeatable)")
     report = sub.add_parser("report", help="recompute summary, top-k, report and plots from stored scores")
-    report.add_argument("run_dir")
+    report.add_argument("run_dir", help="a run folder written by `gradsign score` (its config.yaml and scores/)")
     report.add_argument("--topk-distance", type=int, metavar="D",
                         help="only recompute the top-k, diverse at distance D, into RUN_DIR/topk-dD.jsonl/.parquet "
                         "(or --output); the run's own files stay as they are")
@@ -69,7 +69,8 @@ def _parser() -> argparse.ArgumentParser:
     cand.add_argument("--count", type=int, default=50, help="archs to list (default 50)")
     cand.add_argument("--min-distance", type=int, metavar="D", help="diverse: each listed arch at least D from "
                       "every earlier one (the space's distance)")
-    cand.add_argument("--space", help="the space of score tables (default: the run folder's)")
+    cand.add_argument("--space", help="the space of score tables (default: the first source's when it is a run "
+                      "folder, else nb201)")
     cand.add_argument("--output", "-o", required=True, help="the list to write (.jsonl or .parquet)")
     cand.add_argument("--scores-out", help="also write the joined score table with the ranking column (for "
                       "`gradsign search --set scores=... --set proxy=p1+p2`)")
@@ -82,7 +83,8 @@ def _parser() -> argparse.ArgumentParser:
                          help="accuracies a score table is compared with (e.g. ../shared/data/nb201_accuracy.csv)")
     compare.add_argument("--column", default="{dataset}_test",
                          help="ground-truth column of a table, {dataset} filled in (default: {dataset}_test)")
-    compare.add_argument("--space", default="nb201", help="space of the score tables (default: nb201)")
+    compare.add_argument("--space", default="nb201", help="space of the score tables (default: nb201; a run "
+                         "folder's summary is read as it is)")
     truth = sub.add_parser("truth", help="convert an official benchmark file into the ground-truth/benchmark table")
     truth_sub = truth.add_subparsers(dest="benchmark", required=True)
     nb201 = truth_sub.add_parser("nb201", help="NAS-Bench-201 v1_0/v1_1 .pth (read once with nas_201_api's classes)")
@@ -123,19 +125,32 @@ def _interrupted(what: str) -> int:
     return interrupt.exit_status()
 
 
+# A path the user gave that cannot be used as given (a file where a folder must go, or the reverse, or no
+# permission): the user's to fix, so one line and exit 2 from every command, never a traceback.
+PATH_ERRORS = (FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command in ("score", "search"):  # long commands: Ctrl-C / SIGTERM end with one line
-        from gradsign.pipeline.common import interrupt
+    try:
+        if args.command in ("score", "search"):  # long commands: Ctrl-C / SIGTERM end with one line
+            from gradsign.pipeline.common import interrupt
 
-        previous = interrupt.install()
-        try:
-            return _main(args)
-        except KeyboardInterrupt as exc:
-            return _interrupted(_interrupt_text(args, exc))
-        finally:
-            interrupt.restore(previous)
-    return _main(args)
+            previous = interrupt.install()
+            try:
+                return _main(args)
+            except KeyboardInterrupt as exc:
+                return _interrupted(_interrupt_text(args, exc))
+            finally:
+                interrupt.restore(previous)
+        return _main(args)
+    except PATH_ERRORS as exc:
+        if disk_error(exc) is not None:
+            raise
+        what = f"cannot use {exc.filename} as given" if exc.filename else "cannot use a path as given"
+        print(f"gradsign: error: {what} ({exc.strerror or exc}): a file where a folder must go, a folder where a "
+              "file must go, or no permission", file=sys.stderr)
+        return EXIT_BAD_INPUT
 
 
 def _interrupt_text(args: argparse.Namespace, exc: KeyboardInterrupt) -> str:
@@ -177,14 +192,15 @@ def _main(args: argparse.Namespace) -> int:
         from gradsign.pipeline.search_runner.runner import main_search
 
         return main_search(args.config, args.overrides)
-    from gradsign.pipeline.driver import config as config_mod
-    from gradsign.pipeline.driver.dispatch import ActorStartError
-    from gradsign.pipeline.driver.run import recompute, run
-
     if args.command == "compare":
         from gradsign.pipeline.outputs.compare import heatmap, load, table
 
+        from gradsign.pipeline.common.layered import check_output_file
+
         try:
+            for option, path in (("--output", args.output), ("--plot", args.plot)):
+                if path:
+                    check_output_file(path, option)
             summaries = load(args.run_dirs, args.ground_truth, args.column, args.space)
             text = table(summaries)
             if args.plot:
@@ -198,10 +214,24 @@ def _main(args: argparse.Namespace) -> int:
         if args.plot:
             print(f"heatmap: {args.plot}")
         return EXIT_OK
+    cfg = None
+    if args.command == "report" and not (Path(args.run_dir) / "config.yaml").is_file():  # before torch loads
+        print(f"gradsign: error: {args.run_dir} is not a run folder (no config.yaml)", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.command == "score":  # the config is checked before torch and Ray load: a mistake is answered at once
+        from gradsign.pipeline.driver import config as config_mod
+
+        try:
+            cfg = config_mod.precheck(config_mod.resolve(args.config, args.overrides))
+        except ValueError as exc:
+            print(f"gradsign: error: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+    from gradsign.pipeline.driver.dispatch import ActorStartError
+    from gradsign.pipeline.driver.run import recompute, run
+
     run_dir = getattr(args, "run_dir", None)
     try:
         if args.command == "score":
-            cfg = config_mod.resolve(args.config, args.overrides)
             run_dir = cfg["output"]
             result = run(cfg)
             summary, run_dir = result.summary, result.run_dir

@@ -49,7 +49,7 @@ if [ -d .whl ] && ! python3 -c "import ray" 2>/dev/null; then
   export PYTHONPATH=/tmp/site
 fi
 export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0 PYTHONUNBUFFERED=1
-# The configs read ${GRADSIGN_DATA:-../shared/data}; a run folder resumes wherever its data now lives
+# The configs read ${GRADSIGN_DATA} (unset: ../shared/data beside the checkout); a run folder resumes wherever its data now lives
 # (its identity is the batch's content, not the path).
 if [ -z "${GRADSIGN_DATA:-}" ] && [ ! -d ../shared/data ] && [ -d .gpu/data ]; then export GRADSIGN_DATA=$PWD/.gpu/data; fi
 DATA_DIR=${GRADSIGN_DATA:-../shared/data}

@@ -92,24 +92,33 @@ def test_docs_command_is_real(page, line, monkeypatch):
     elif head == "python" and words[1:2] == ["-c"]:
         out = subprocess.run([sys.executable, "-c", words[2]], cwd=REPO, capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, f"{page}: {line!r} failed: {out.stderr[-1000:]}"
-    elif head == "bash":
+    elif head == "bash" or (head == "python" and words[1:2] and words[1].endswith(".py")):
         assert (REPO / words[1]).is_file()
     else:
         assert head in EXTERNAL, f"{page}: unknown command {head!r} in {line!r}"
 
 
-def test_readme_python_example_runs(tmp_path, data_dir):
-    """The README's API example, as written, against a real (partial) run folder of the shared data."""
+@pytest.mark.ray
+def test_readme_python_example_runs_after_the_smoke_run(tmp_path, data_dir, ray_cluster, monkeypatch, capsys):
+    """The README's API example, as written, after the README's smoke run (the same config, made smaller
+    with --set, run from another directory: its output lands in runs/nb201-cifar10-smoke there)."""
+    from gradsign.pipeline import cli
+
     blocks = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), re.S)
     assert blocks, "the README shows no Python example"
-    (tmp_path / "runs").mkdir()
-    (tmp_path / "runs" / "nb201-cifar10").symlink_to(data_dir.parent / "runs" / "nb201-cifar10-gradsign")
+    monkeypatch.chdir(tmp_path)
+    sets = ["sample.size=4", "shard_size=2", "data.batch_size=8", "progress=false", "ray.object_store_mb=128"]
+    argv = ["score", str(REPO / "configs" / "nb201-cifar10-smoke.yaml"), *sum((["--set", s] for s in sets), [])]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    assert (tmp_path / "runs" / "nb201-cifar10-smoke" / "summary.json").is_file()
     out = subprocess.run([sys.executable, "-c", blocks[0]], cwd=tmp_path, capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     lines = out.stdout.splitlines()
-    assert float(lines[0]) >= 0  # a GradSign score
-    assert lines[1] == "nb201 8950"  # the shared run's committed rows
+    assert float(lines[0]) > 0  # a real cell's GradSign score (an all-`none` cell scores exactly 0)
+    assert lines[1] == "nb201 4"  # the smoke run's committed rows
+    assert -1 <= float(lines[2]) <= 1  # Spearman against the smoke config's ground truth
+    assert lines[3].startswith("|") and float(lines[3].split()[1]) > 0  # the top arch and its score
 
 
 def test_public_api_matches_the_proxy_registry(cifar10_batch):
@@ -237,3 +246,18 @@ def test_subpackages_are_plain_folders_under_gradsign():
         assert link.is_symlink() and os.readlink(link) == f"../{room}", room
         assert (link / "__init__.py").resolve() == (REPO / room / "__init__.py").resolve()
     assert "__path__" not in (REPO / "gradsign" / "__init__.py").read_text()
+
+
+def test_every_comparison_with_robot_states_queries_and_uncharged_tables():
+    """Where a page sets the warm G-REA figure beside RoBoT's, the same paragraph says what each spent: the
+    queries (about 66 against about 20) and the whole-space score tables that are not charged."""
+    pages = [*PAGES, REPO / "results" / "search" / "README.md"]
+    found = 0
+    for page in pages:
+        for paragraph in re.split(r"\n\s*\n|\n- ", page.read_text()):
+            if "RoBoT" in paragraph and "73.42" in paragraph and not paragraph.lstrip().startswith("|"):
+                found += 1
+                text = " ".join(paragraph.split())
+                assert "queries" in text and "20" in text, f"{page.name}: {text[:200]}"
+                assert "not charged" in text, f"{page.name}: {text[:200]}"
+    assert found >= 2

@@ -2,6 +2,8 @@
 records that must be refused, the table as arch list and ground truth."""
 
 import json
+import re
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -140,3 +142,21 @@ def test_nds_config_shards_the_tables_archs(tmp_path, data_dir):
     shard = shards[0][1]
     assert sorted(shard.column("arch").to_pylist()) == sorted(set(table.column("arch").to_pylist()))
     assert [space.arch_id(a) for a in shard.column("arch").to_pylist()] == shard.column("arch_id").to_pylist()
+
+
+def test_the_documented_two_record_example_converts(tmp_path):
+    """docs/spaces.md's NDS input format: its JSON example is a valid NDS file with the values it states."""
+    page = (Path(__file__).resolve().parents[1] / "docs" / "spaces.md").read_text()
+    block = re.search(r"## The NDS input format.*?```json\n(.*?)```", page, re.S).group(1)
+    path = tmp_path / "DARTS.json"
+    path.write_text(block)
+    name, table = convert(path)
+    rows = table.to_pylist()
+    assert name == "nds-darts" and len(rows) == 2
+    assert [(r["width"], r["depth"]) for r in rows] == [(16, 8), (24, 12)]
+    assert [r["test_accuracy_final"] for r in rows] == pytest.approx([91.9, 88.4])
+    assert [r["test_accuracy_best"] for r in rows] == pytest.approx([92.1, 88.8])
+    assert rows[0]["arch"].startswith("width=16;depth=8;normal=") and rows[0]["job_id"] == "101"
+    assert [r["params"] for r in rows] == [0.246, 0.612] and rows[1]["rng_seed"] == 2
+    for field in ("net.genotype", "net.width", "net.depth", "test_ep_top1", "min_test_top1", "params", "flops"):
+        assert f"`{field}" in page, field

@@ -88,7 +88,12 @@ def test_degenerate_cells_are_drawn_apart_and_counted(data_dir):
     assert (only_chance[:, 1] < 0).all() and (only_chance[:, 0] >= 0).all()  # bottom strip
     assert ((both < 0).all(axis=1)).all()  # the corner
     texts = " ".join(t.get_text() for t in ax.texts)
-    assert f"{(zero & ~chance).sum():,} cells" in texts and f"accuracy at chance: {(chance & ~zero).sum():,} cells" in texts
+    assert f"score = 0 only\n{(zero & ~chance).sum():,} cells" in texts
+    assert f"accuracy at chance only: {(chance & ~zero).sum():,} cells" in texts
+    assert f"both (score = 0 and chance): {(zero & chance).sum():,}" in texts
+    # the legend's count says what it is a part of, as the title's n does
+    legend = " ".join(t.get_text() for t in ax.get_legend().get_texts())
+    assert f"({(~zero & ~chance).sum():,} of {zero.size:,})" in legend and f"n = {zero.size:,}" in ax.get_title()
     assert ax.get_xlim()[0] > -20 and ax.get_ylim()[1] <= 101
     assert "Spearman \u03c1 0.800, Kendall \u03c4 0.600" in ax.get_title()
     plt.close(fig)
@@ -136,5 +141,40 @@ def test_search_report_plots_the_picks_accuracy_against_queries(tmp_path, data_d
     result = runner.run(cfg)
     image = imread(result.output / "plots" / "queries.png")
     assert image.shape[1] > image.shape[0]  # one panel per algorithm, side by side
-    assert "(plots/queries.png)" in (result.output / "report.md").read_text()
+    report = (result.output / "report.md").read_text()
+    assert "(plots/queries.png)" in report
+    # the curve is the test accuracy of the best-by-validation pick (it can dip), not a best-so-far test accuracy
+    assert "best by validation accuracy; it can dip" in report and "best-so-far test" not in report
     assert json.loads((result.output / "summary.json").read_text())["runs"] == 3
+
+
+def test_compare_table_names_two_runs_of_one_dataset_apart():
+    from gradsign.pipeline.outputs import compare
+
+    def summary(name, dataset, rho):
+        return {"name": name, "space": "nb201", "dataset": dataset, "data": {"batch_size": 64},
+                "archs": {"scored": 10}, "proxies": {"gradsign": {"spearman": rho, "kendall": rho / 2, "n": 10}}}
+
+    header = compare.table([summary("a", "cifar10", 0.8), summary("b", "cifar10", 0.7),
+                            summary("c", "cifar100", 0.6)]).splitlines()[0]
+    rho_columns = [c.strip() for c in header.strip("|").split("|") if c.strip().endswith(" rho")
+                   and not c.strip().startswith("published")]
+    assert rho_columns == ["cifar10 a rho", "cifar10 b rho", "cifar100 rho"]
+    same = compare.table([summary("a", "cifar10", 0.8), summary("a", "cifar10", 0.8)]).splitlines()[0]
+    assert "cifar10 a #1 rho" in same and "cifar10 a #2 rho" in same
+
+
+def test_search_queries_plot_shows_the_spread_over_runs(tmp_path, monkeypatch):
+    drawn = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: drawn.append(fig))
+    runs = [np.array([90.0, 92.0, 93.0]), np.array([91.0, 91.5, 94.0]), np.array([89.0, 93.0, 93.5]),
+            np.array([92.0, 92.5, 92.5])]
+    plots.search_queries([plots.QueryCurve("REA", "rea", runs)], {"rea": "REA"}, tmp_path / "q.png", "test acc.")
+    ax = drawn[0].axes[0]
+    band = [c for c in ax.collections if c.get_paths()]  # fill_between: one PolyCollection per curve
+    assert len(band) == 1
+    lows = band[0].get_paths()[0].vertices[:, 1]
+    stack = np.vstack(runs)
+    assert np.isclose(lows.min(), np.percentile(stack, 25, axis=0).min())
+    assert np.isclose(lows.max(), np.percentile(stack, 75, axis=0).max())
+    assert "25-75%" in ax.get_legend().get_title().get_text()

@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample-seed", type=int, default=1, help="--table: which rows")
     parser.add_argument("--dataset", default="cifar10")
     parser.add_argument("--data", default=None,
-                        help="the dataset file (default: the shared data folder's file, $GRADSIGN_DATA or ../shared/data)")
+                        help="the dataset file (default: the shared data folder's file, $GRADSIGN_DATA, unset: shared/data beside the checkout)")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0, help="the run seed (the network's init) and the batch's")
     parser.add_argument("--threads", type=int, default=None)
@@ -131,7 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     info = dataset_info(args.dataset)
-    data = args.data or Path(os.environ.get("GRADSIGN_DATA", Path("..") / "shared" / "data")) / DATA_FILES[info.name]
+    from gradsign.pipeline.common.layered import default_data_dir
+
+    data = args.data or Path(os.environ.get("GRADSIGN_DATA", default_data_dir())) / DATA_FILES[info.name]
     batch = load_batch(data, info.name, args.batch, seed=args.seed)
     space = get_space(args.space)
     inputs, targets = torch.from_numpy(batch.images), torch.from_numpy(batch.labels)

@@ -3,6 +3,11 @@
 defaults <- YAML file <- a base mapping <- ``--set dotted.key=value`` overrides, each layer merged by a
 function that refuses unknown keys; ``${VAR}`` / ``${VAR:-default}`` expanded at load time (so a stored
 ``config.yaml`` shows the paths actually used); one ``ConfigError`` naming the key for anything wrong.
+
+Paths: a relative path in a config resolves against the current directory, except that ``${GRADSIGN_DATA}``
+(what the shipped configs read their data from) is, when the variable is unset, the absolute folder
+``shared/data`` beside the checkout (``default_data_dir()``), so a shipped config runs from any directory.
+The input-path and output-path checks below run before torch or Ray load: a mistake is answered at once.
 """
 
 from __future__ import annotations
@@ -23,12 +28,31 @@ class ConfigError(ValueError):
     """A config that cannot run; the message names the key and what is wrong."""
 
 
+DATA_VAR = "GRADSIGN_DATA"
+
+
+def default_data_dir() -> Path:
+    """``${GRADSIGN_DATA}`` when the variable is unset: ``shared/data`` beside the checkout (absolute)."""
+    import gradsign
+
+    return Path(gradsign.__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def data_dir_text() -> str:
+    """Where ``${GRADSIGN_DATA}`` points now, and why (for messages)."""
+    if DATA_VAR in os.environ:
+        return f"${DATA_VAR} is set to {os.environ[DATA_VAR]}"
+    return f"${DATA_VAR} is unset, so it is {default_data_dir()}"
+
+
 def _expand(value: Any) -> Any:
     if isinstance(value, str):
         def sub(match: re.Match) -> str:
             name, default = match.group(1), match.group(2)
             if name in os.environ:
                 return os.environ[name]
+            if name == DATA_VAR and default is None:
+                return str(default_data_dir())
             if default is None:
                 raise ConfigError(f"environment variable {name} is not set (used as ${{{name}}})")
             return default
@@ -130,3 +154,36 @@ def check_where(where, key: str) -> None:
             isinstance(k, str) and isinstance(v, (str, int, float, bool)) for k, v in where.items()):
         raise ConfigError(f"config key {key!r} must map column names to one value each "
                           f"(e.g. {{dataset: cifar10}}), got {where!r}")
+
+
+def check_input(path: Any, key: str, what: str) -> None:
+    """The file (or folder) a config key names exists; else one ConfigError naming the key, where a relative
+    path was looked for and where ``${GRADSIGN_DATA}`` points."""
+    if path is None:
+        return
+    p = Path(str(path))
+    if p.exists():
+        return
+    where = "" if p.is_absolute() else f" (relative to the current directory {Path.cwd()})"
+    raise ConfigError(f"{what} not found: {path}{where}, from config key {key!r}; the shipped configs read "
+                      f"${{{DATA_VAR}}}/...: {data_dir_text()}; point {DATA_VAR} at the folder that holds "
+                      "the data files, or set the key to an existing path")
+
+
+def check_output_folder(path: Any, key: str = "output") -> None:
+    """``path`` can be (or become) a folder: neither it nor a folder above it is a file."""
+    p = Path(str(path))
+    for q in (p, *p.parents):
+        if q.exists() and not q.is_dir():
+            what = "is a file" if q == p else f"lies under {q}, which is a file"
+            raise ConfigError(f"{key} {p} {what}, not a folder: set {key!r} to a folder (--set {key}=DIR)")
+
+
+def check_output_file(path: Any, option: str) -> None:
+    """``path`` can be written as a file: it is not a folder, and no folder above it is a file."""
+    p = Path(str(path))
+    if p.is_dir():
+        raise ConfigError(f"{option} {p} is a folder; give a file name")
+    for q in p.parents:
+        if q.exists() and not q.is_dir():
+            raise ConfigError(f"{option} {p} lies under {q}, which is a file, not a folder")

@@ -12,9 +12,8 @@ from typing import Any, Iterable
 
 import yaml
 
-from ..common.layered import ConfigError, check_number, check_where, layered, merge
-
-DEFAULT_DATA_DIR = "../shared/data"
+from ..common.layered import (ConfigError, check_input, check_number, check_output_folder, check_where, layered,
+                              merge)
 
 DEFAULTS: dict[str, Any] = {
     "name": "run",
@@ -125,6 +124,27 @@ def resolve(path: str | Path | None = None, overrides: Iterable[str] = (),
             base: dict | None = None) -> dict:
     """Defaults <- YAML file at ``path`` (if any) <- ``base`` mapping <- ``--set`` overrides; validated."""
     return layered(DEFAULTS, merge, validate, path, overrides, base)
+
+
+def precheck(cfg: dict) -> dict:
+    """What a resolved config can be refused for before torch or Ray load (a fraction of a second): an
+    unknown space or dataset, an input file that is not there, an output that cannot be a folder. The
+    driver checks the rest (proxies, plugins, file contents) in ``run.prepare``."""
+    from gradsign import spaces  # the registry's names: no torch yet
+    from gradsign.pipeline.driver.data import dataset_info
+
+    name = cfg["space"]
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"config key 'space' must be a space name, got {name!r}")
+    if not cfg["plugins"] and ":" not in name and name not in spaces.names():  # plugins may register it
+        raise ConfigError(f"unknown space {name!r}; valid spaces: {', '.join(spaces.names())} "
+                          "(or package.module:Name, or a module listed under plugins that registers one)")
+    dataset_info(cfg["dataset"])
+    check_input(cfg["data"]["path"], "data.path", "data file")
+    check_input(cfg["sample"]["archs"], "sample.archs", "arch list")
+    check_input(cfg["ground_truth"]["path"], "ground_truth.path", "ground-truth table")
+    check_output_folder(cfg["output"])
+    return cfg
 
 
 def score_identity(cfg: dict) -> dict:

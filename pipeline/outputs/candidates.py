@@ -25,11 +25,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from gradsign import spaces
-from gradsign.pipeline.common.layered import ConfigError
+from gradsign.pipeline.common.layered import ConfigError, check_output_file
 from gradsign.pipeline.outputs import ranking
 from gradsign.pipeline.outputs.reducer import Columns, Reducer, flagged
 from gradsign.spaces import distance as space_distance
 from gradsign.spaces.ground_truth import GroundTruthError, read_table
+
+
+DEFAULT_SPACE = "nb201"  # the space of score tables when neither --space nor a run folder says
 
 
 def check_topk(cfg: dict, space) -> None:
@@ -212,14 +215,15 @@ def main_candidates(sources: list[str], space_name: str | None, by: list[str] | 
     try:
         if count < 1 or (min_distance is not None and min_distance < 0):
             raise ValueError("--count must be >= 1 and --min-distance >= 0")
+        check_output_file(output, "--output")
+        if scores_out:
+            check_output_file(scores_out, "--scores-out")
         first = Path(sources[0])
         if len(sources) == 1 and first.is_dir() and scores_out is None:
             table = run_topk(first, count, by, min_distance)
         else:
-            if space_name is None:
-                space_name = _run_space(first) if first.is_dir() else None
-            if space_name is None:
-                raise ValueError("--space is required when the sources are score tables")
+            if space_name is None:  # a run folder's own space, else nb201 (as `gradsign compare`)
+                space_name = (_run_space(first) if first.is_dir() else None) or DEFAULT_SPACE
             if not by:
                 raise ValueError("--by is required when the sources are score tables (the proxy column(s) to rank by)")
             table, scores = table_topk(sources, spaces.get(space_name), by, count, min_distance)
@@ -253,6 +257,8 @@ def main_report_topk(run_dir: str, count: int | None, by: list[str] | None, min_
             outputs = [Path(run_dir) / f"{stem}.jsonl", Path(run_dir) / f"{stem}.parquet"]
         else:
             outputs = [Path(output)]
+        for path in outputs:
+            check_output_file(path, "--output")
         for path in outputs:
             write_list(table, path)
     except (ValueError, FileNotFoundError) as exc:

@@ -104,12 +104,21 @@ def _proxies(summaries: list[dict]) -> list[str]:
     return proxies
 
 
+def run_labels(summaries: list[dict], sep: str = " ") -> list[str]:
+    """One distinct label per run: its dataset; with the run's name when two runs share a dataset; with its
+    position (#1, #2, ...) when they share the name too."""
+    datasets = [s["dataset"] for s in summaries]
+    named = [f"{d}{sep}{s.get('name', '')}".rstrip() if datasets.count(d) > 1 else d
+             for d, s in zip(datasets, summaries)]
+    return [f"{label}{sep}#{j + 1}" if named.count(label) > 1 else label for j, label in enumerate(named)]
+
+
 def table(summaries: list[dict]) -> str:
     """Rows: proxies (in first-seen order); per run: rho, tau, n, and the published rho where known."""
     proxies = _proxies(summaries)
     header = ["proxy"]
-    for s in summaries:
-        header += [f"{s['dataset']} rho", "tau", "n", "published rho"]
+    for label in run_labels(summaries):
+        header += [f"{label} rho", "tau", "n", "published rho"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for proxy in proxies:
         cells = [proxy]
@@ -136,8 +145,7 @@ def heatmap(summaries: list[dict], path: Path) -> None:
     if plots.pyplot() is None:
         raise ValueError("--plot needs matplotlib (pip install matplotlib)")
     proxies = _proxies(summaries)
-    datasets = [s["dataset"] for s in summaries]
-    columns = [d if datasets.count(d) == 1 else f"{d}\n{s['name']}" for d, s in zip(datasets, summaries)]
+    columns = run_labels(summaries, sep="\n")
     rho = np.full((len(proxies), len(summaries)), np.nan)
     published = np.full_like(rho, np.nan)
     for j, s in enumerate(summaries):

@@ -105,7 +105,7 @@ def _draw_panel(ax, panel: Panel, truth_label: str, rng: np.random.Generator) ->
     n = panel.scores.size
     size, alpha = (14, 0.8) if n <= 200 else (4, 0.5) if n <= 2000 else (1.5, 0.25)
     ax.scatter(x[main], y[main], s=size, alpha=alpha, linewidths=0, color="tab:blue", rasterized=n > 2000,
-               label=f"cells ranked ({int(main.sum()):,})")
+               label=f"cells outside the strips ({int(main.sum()):,} of {n:,})")
     if n >= 20:  # the median accuracy rank along the score rank: the trend the eye looks for
         edges = np.linspace(0, 100, 11 if n < 500 else 21)
         mids, med = [], []
@@ -128,11 +128,12 @@ def _draw_panel(ax, panel: Panel, truth_label: str, rng: np.random.Generator) ->
     ax.axvline(hi + 1.5, color="0.6", lw=0.8)
     ax.axhline(hi + 1.5, color="0.6", lw=0.8)
     box = dict(fontsize=7, color="0.2", ha="center", va="center")
-    ax.text((lo + hi) / 2, 50, f"score = 0\n{int(only_zero.sum()):,} cells", rotation=90, **box)
-    ax.text(50, (lo + hi) / 2, f"accuracy at chance: {int(only_chance.sum()):,} cells", **box)
+    # each strip counts its own cells only: those in both (the red corner) are counted there, not twice
+    ax.text((lo + hi) / 2, 50, f"score = 0 only\n{int(only_zero.sum()):,} cells", rotation=90, **box)
+    ax.text(50, (lo + hi) / 2, f"accuracy at chance only: {int(only_chance.sum()):,} cells", **box)
     if both.any():
-        ax.text((lo + hi) / 2, lo - 1.5, f"both: {int(both.sum()):,}", fontsize=6.5, color="tab:red", ha="left",
-                va="top")
+        ax.text((lo + hi) / 2, lo - 1.5, f"both (score = 0 and chance): {int(both.sum()):,}", fontsize=6.5,
+                color="tab:red", ha="left", va="top")
     ax.set_xlim(lo - 1, 101)
     ax.set_ylim(lo - 6 if both.any() else lo - 1, 101)
     ticks = [0, 25, 50, 75, 100]
@@ -217,7 +218,8 @@ class QueryCurve:
 
 def search_queries(curves: Sequence[QueryCurve], titles: dict[str, str], path: Path, accuracy_label: str) -> None:
     """Per algorithm one panel: the mean over runs of the pick's accuracy after k queries (a run that ended
-    keeps its final pick), and a dot at each variant's mean queries and mean final pick accuracy."""
+    keeps its final pick) with a band from its 25th to its 75th percentile over runs, and a dot at each
+    variant's mean queries and mean final pick accuracy."""
     plt = pyplot()
     if plt is None or not curves:
         return
@@ -233,15 +235,19 @@ def search_queries(curves: Sequence[QueryCurve], titles: dict[str, str], path: P
             stack = np.vstack([np.concatenate([r, np.full(max(0, horizon - r.size), r[-1])])[:horizon]
                                for r in curve.runs if r.size])
             color = f"C{k}"
-            ax.plot(np.arange(1, horizon + 1), stack.mean(axis=0), color=color, lw=1.4,
-                    label=f"{curve.label} ({len(curve.runs)} runs)")
+            steps = np.arange(1, horizon + 1)
+            ax.plot(steps, stack.mean(axis=0), color=color, lw=1.4, label=f"{curve.label} ({len(curve.runs)} runs)")
+            # the spread over runs: the middle half of the picks after k queries (a mean alone hides it)
+            q25, q75 = np.percentile(stack, [25, 75], axis=0)
+            ax.fill_between(steps, q25, q75, color=color, alpha=0.15, linewidth=0)
             ends = np.asarray([r.size for r in curve.runs if r.size])
             finals = np.asarray([r[-1] for r in curve.runs if r.size])
             ax.plot([ends.mean()], [finals.mean()], "o", color=color, ms=6, mec="black", mew=0.6)
         ax.set_title(titles.get(algorithm, algorithm), fontsize=10)
         ax.set_xlabel("queries")
         ax.set_ylabel(f"pick's {accuracy_label} (%)")
-        ax.legend(fontsize=7, title="dot: mean queries at budget", title_fontsize=6.5)
+        ax.legend(fontsize=7, title="line: mean; band: 25-75% of runs;\ndot: mean queries at budget",
+                  title_fontsize=6.5)
         ax.grid(alpha=0.3)
     fig.tight_layout()
     _save(fig, path)

@@ -16,9 +16,10 @@ import yaml
 
 from gradsign.search.run import ALGORITHMS, DEFAULT_PARAMS
 
-from gradsign.pipeline.common.layered import ConfigError, check_number, check_where, layered, merge
+from gradsign.pipeline.common.layered import (ConfigError, check_input, check_number, check_output_folder,
+                                              check_where, layered, merge)
 
-_DATA = "${GRADSIGN_DATA:-../shared/data}"
+_DATA = "${GRADSIGN_DATA}"  # unset: shared/data beside the checkout (pipeline/common/layered.py)
 
 DEFAULTS: dict[str, Any] = {
     "name": "search",
@@ -169,6 +170,24 @@ def cost_columns(cost: Any) -> list[str]:
 def resolve(path: str | Path | None = None, overrides: Iterable[str] = (), base: dict | None = None) -> dict:
     """Defaults <- YAML at ``path`` <- ``base`` <- ``--set`` overrides; validated."""
     return layered(DEFAULTS, _merge_search, validate, path, overrides, base)
+
+
+def precheck(cfg: dict) -> dict:
+    """What a resolved search config can be refused for before Ray loads: an unknown space, an input file
+    that is not there, an output that cannot be a folder (the contents are checked when read)."""
+    from gradsign import search
+
+    try:
+        search.get_space(cfg["space"])
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if cfg["proxy"] is not None:
+        check_input(cfg["scores"], "scores", "score table")
+    check_input(cfg["benchmark"]["search"]["path"], "benchmark.search.path", "benchmark table")
+    check_input(cfg["benchmark"]["final"]["path"], "benchmark.final.path", "benchmark table")
+    check_input(cfg["warm_start"]["path"], "warm_start.path", "candidate list")
+    check_output_folder(cfg["output"])
+    return cfg
 
 
 def dump(cfg: dict) -> str:

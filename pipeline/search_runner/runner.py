@@ -423,7 +423,8 @@ def _report(cfg: dict, summary: dict, datasets: list[str], plot: str | None) -> 
                   + " / ".join(f"{GRADSIGN_GAIN[d]:+.1f}" for d in datasets if d in GRADSIGN_GAIN) + "):", "",
                   "| variant | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)] + gains
     if plot:
-        lines += ["", f"![best-so-far test accuracy against simulated time]({plot})"]
+        lines += ["", f"![test accuracy of the pick so far (the best by validation accuracy; it can dip) against "
+                  f"simulated time]({plot})"]
     lines += ["", f"Wall time {summary['wall_seconds']:.1f} s with {summary['num_workers']} workers "
               f"({summary['runs_per_task']} runs per task).", ""]
     return "\n".join(lines)
@@ -462,7 +463,9 @@ def _plot(cfg, all_variants, traj: pa.Table, out: Path, final_name: str) -> str 
                 ax.plot(grid, mean, label=v.label)
         ax.set_title(search.LABELS[algorithm])
         ax.set_xlabel("simulated seconds")
-        ax.set_ylabel(f"best-so-far {final_name} test acc. (%)")
+        # the test accuracy of the arch picked so far (the best by the search signal, validation accuracy):
+        # not a running maximum of test accuracy, so it can go down when a better-validating arch tests worse
+        ax.set_ylabel(f"{final_name} test acc. of the\nbest-by-validation pick (%)", fontsize=8)
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -610,7 +613,7 @@ def _run_held(cfg, out, started, space_impl, bench, scores, warm, all_variants, 
 def main_search(config: str, overrides: list[str]) -> int:
     """``gradsign search``: 0 done, 2 bad input (one message naming the problem)."""
     try:
-        cfg = search_config.resolve(config, overrides)
+        cfg = search_config.precheck(search_config.resolve(config, overrides))
         result = run(cfg)
     except (ValueError, FileNotFoundError) as exc:
         print(f"gradsign: error: {exc}", file=sys.stderr)
