@@ -12,8 +12,8 @@ in how they get g_i:
 - ``loop``: N backward passes at batch size 1 (the reference's way; slow, launch-bound on a GPU).
 - ``hooks`` (production): one batched forward+backward per chunk of samples, each BatchNorm switched to
   per-sample statistics (``group_norm`` with one channel per group and the BN's affine parameters, which
-  is exactly BatchNorm on a batch of one); per-sample weight gradients are formed inside backward hooks from each layer's input
-  and output gradient and reduced to sign sums at once, so no N x P gradient tensor is ever held.
+  is exactly BatchNorm on a batch of one); per-sample weight gradients are formed inside backward hooks from each
+  layer's input and output gradient and reduced to sign sums at once, so no N x P gradient tensor is ever held.
   Parameters need no summed gradient, so backward computes none: the per-sample products replace it.
 - ``func``: ``torch.func.vmap(grad(...))`` over ``functional_call``, per chunk.
 

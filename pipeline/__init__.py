@@ -16,17 +16,3 @@ top-level ``tools/`` folder, outside the installed package.
 
 Importing this package loads neither torch nor Ray.
 """
-
-from pathlib import Path as _Path
-
-from gradsign.spaces import ground_truth as _ground_truth
-
-
-def _read_official_nb201(path: _Path):
-    """``ground_truth.path`` may name an official NAS-Bench-201 ``.pth`` (converted once, cached)."""
-    from gradsign.pipeline.official.nb201 import read_pth_table
-
-    return read_pth_table(path)
-
-
-_ground_truth.register_reader(".pth", _read_official_nb201)

@@ -98,7 +98,8 @@ def _parser() -> argparse.ArgumentParser:
     nds.add_argument("-o", "--output", help="table to write (Parquet); default: FILE with .parquet")
     nds.add_argument("--space", default=None, help="nds-darts | nds-enas | nds-amoeba | nds-nasnet | nds-pnas "
                      "(default: from the file name)")
-    search = sub.add_parser("search", help="NAS searches (RS, REA, REINFORCE, BOHB; vanilla and G-variant) on score tables")
+    search = sub.add_parser("search",
+                            help="NAS searches (RS, REA, REINFORCE, BOHB; vanilla and G-variant) on score tables")
     search.add_argument("config", help="search config YAML (see configs/search-*.yaml)")
     search.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set runs=50 (repeatable)")
@@ -132,6 +133,9 @@ PATH_ERRORS = (FileExistsError, NotADirectoryError, IsADirectoryError, Permissio
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from gradsign.pipeline.official import register_readers
+
+    register_readers()  # ground truth may name an official .pth file
     try:
         if args.command in ("score", "search"):  # long commands: Ctrl-C / SIGTERM end with one line
             from gradsign.pipeline.common import interrupt

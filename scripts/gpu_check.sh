@@ -67,7 +67,7 @@ if [ -n "${GPU_CHECK_CPU:-}" ]; then   # the CPU rehearsal: same commands, tiny 
   NB101="--device cpu --cells 1 --batch 8 --threads 1 --repeats 1"
   COHORT_SIZES="3 1"; COHORT_ACTORS="1,2"; COHORT_MPS_SIZES="3"; COHORT_MPS_ACTORS="2"; MIN_SHARD=3
   COHORT="--cpus-per-actor 1 --sample 12 --batch 8"
-  PROXIES="--device cpu --batch 8"; PROXY_CELLS_NB201=1; PROXY_CELLS_DARTS=1
+  PROXIES="--device cpu --batch 16"; PROXY_CELLS_NB201=1; PROXY_CELLS_DARTS=1   # swap takes 16 images
 else
   ACT="--set ray.num_actors=8 --set ray.num_gpus_per_actor=0.125 --set ray.num_cpus_per_actor=2"
   SMALL=""

@@ -106,5 +106,5 @@ def key(space, arch: str) -> str:
     return fn(arch) if callable(fn) else space.canonical(arch)
 
 
-__all__ = ["ArchError", "DartsSpace", "GenotypeError", "NB101Space", "NDSSpace", "NB201Space", "Space", "SpecError", "get", "key", "key_column", "names",
-           "register"]
+__all__ = ["ArchError", "DartsSpace", "GenotypeError", "NB101Space", "NDSSpace", "NB201Space", "Space", "SpecError",
+           "get", "key", "key_column", "names", "register"]

@@ -159,7 +159,8 @@ class Genotype:
             return cls.from_record(parse_genotype_text(text), rules)
         parts = dict(_split_field(p, arch) for p in text.split(";"))
         if sorted(parts) != ["normal", "reduce"]:
-            raise GenotypeError(f"malformed arch {arch!r}: expected 'normal=...;reduce=...', got fields {sorted(parts)}")
+            raise GenotypeError(f"malformed arch {arch!r}: expected 'normal=...;reduce=...', "
+                                f"got fields {sorted(parts)}")
         cells = {}
         for name, body in parts.items():
             nodes_text, at, concat_text = body.partition("@")

@@ -24,8 +24,8 @@ columns of specs that prune to one graph) and may differ between repeats, and so
 ``rng_seed`` (``REPEATS``): rows that differ only there are repeats of one measurement, averaged. The identifying
 columns (and ``arch_id``, ``official_index``, ``hash``) are refused as the metric.
 
-Other formats plug in by file suffix (``register_reader``): ``gradsign.pipeline.official.nb201`` registers ``.pth``, so an
-official NAS-Bench-201 file given as the path is converted once into such a table and cached.
+Other formats plug in by file suffix (``register_reader``): ``gradsign.pipeline.official.register_readers()``
+registers ``.pth``, so an official NAS-Bench-201 file given as the path is converted once into such a table and cached.
 """
 
 from __future__ import annotations
@@ -80,7 +80,8 @@ def read_table(path: str | Path) -> pa.Table:
     if reader is not None:
         return reader(path)
     if path.suffix.lower() == ".pth":
-        raise GroundTruthError(f"{path}: a .pth benchmark file is converted by gradsign.pipeline.official.nb201 (import gradsign.pipeline, "
+        raise GroundTruthError(f"{path}: a .pth benchmark file is converted by gradsign.pipeline.official.nb201 (call "
+                               "gradsign.pipeline.official.register_readers() first, "
                                "or run `gradsign truth nb201 FILE.pth -o TABLE.parquet` and give the table)")
     try:
         if path.suffix == ".parquet":

@@ -312,5 +312,5 @@ def enumerate_graphs(check_sample: int = 2000) -> GraphTable:
     return table
 
 
-__all__ = ["CHECKSUM", "COUNTS_BY_VERTICES", "EnumerationError", "GraphTable", "LABELLED_GRAPHS", "SIZE", "enumerate_graphs",
-           "full_dag_bits", "hash_graphs", "LABEL_INPUT", "LABEL_OUTPUT"]
+__all__ = ["CHECKSUM", "COUNTS_BY_VERTICES", "EnumerationError", "GraphTable", "LABELLED_GRAPHS", "SIZE",
+           "enumerate_graphs", "full_dag_bits", "hash_graphs", "LABEL_INPUT", "LABEL_OUTPUT"]

@@ -79,7 +79,8 @@ class Spec:
         if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
             raise SpecError(f"adjacency matrix entries must be 0 or 1, got dtype {arr.dtype}")
         if arr.size and not np.isin(arr, (0, 1)).all():
-            raise SpecError(f"adjacency matrix entries must be 0 or 1, got {sorted(set(arr.ravel().tolist()) - {0, 1})[:3]}")
+            raise SpecError("adjacency matrix entries must be 0 or 1, "
+                            f"got {sorted(set(arr.ravel().tolist()) - {0, 1})[:3]}")
         arr = arr.astype(np.int64)
         v = arr.shape[0]
         if isinstance(ops, str) or not isinstance(ops, Sequence):

@@ -100,7 +100,8 @@ class NDSSpace(Space):
             raise GenotypeError(f"an arch string must be a str, got {type(arch).__name__}")
         fields = arch.strip().split(";", 2)
         if len(fields) != 3 or not fields[0].startswith("width=") or not fields[1].startswith("depth="):
-            raise GenotypeError(f"malformed {self.name} arch {arch!r}: expected 'width=W;depth=D;normal=...;reduce=...'")
+            raise GenotypeError(f"malformed {self.name} arch {arch!r}: "
+                                "expected 'width=W;depth=D;normal=...;reduce=...'")
         width = self._size(fields[0][len("width="):], "width")
         depth = self._size(fields[1][len("depth="):], "depth")
         return width, depth, Genotype.parse(fields[2], self.rules)

@@ -174,7 +174,8 @@ def _complete(run_dir: Path, archs: int) -> dict:
     assert summary["archs"] == {"requested": archs, "scored": archs, "failed": 0, "missing": 0}
     for name in ("config.yaml", "topk.parquet", "topk.jsonl", "report.md", "plots/gradsign.png"):
         assert (run_dir / name).is_file(), name
-    assert len(list((run_dir / "shards").glob("part-*.parquet"))) == len(list((run_dir / "scores").glob("part-*.parquet")))
+    assert (len(list((run_dir / "shards").glob("part-*.parquet")))
+            == len(list((run_dir / "scores").glob("part-*.parquet"))))
     assert not list(run_dir.glob("*/.part-*.tmp"))
     return summary
 
@@ -210,7 +211,8 @@ def test_submit_stop_and_resubmit(head, tmp_path, data_dir, ray_cluster):
     scores = long / "run" / "scores"
     deadline = time.monotonic() + 180
     while len(list(scores.glob("part-*.parquet"))) < 2:
-        assert head.status("gs-long-1") in ("PENDING", "RUNNING"), head.cli("logs", "--address", head.url, "gs-long-1").stdout
+        assert head.status("gs-long-1") in ("PENDING", "RUNNING"), \
+            head.cli("logs", "--address", head.url, "gs-long-1").stdout
         assert time.monotonic() < deadline, "the long job made no progress"
         time.sleep(0.2)
     driver = read_holder(long / "run")["pid"]
@@ -232,4 +234,5 @@ def test_submit_stop_and_resubmit(head, tmp_path, data_dir, ray_cluster):
     assert (ids, values) == _scores(local_long.run_dir)
 
     print(f"\n[cluster] job submit -> SUCCEEDED (12 cells): {submit_to_succeeded:.1f} s; "
-          f"driver wall {summary['wall_seconds']:.1f} s; stopped after {committed}/12 shards\n{done.stdout}{done.stderr}")
+          f"driver wall {summary['wall_seconds']:.1f} s; stopped after {committed}/12 shards\n"
+          f"{done.stdout}{done.stderr}")

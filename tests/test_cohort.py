@@ -1,4 +1,4 @@
-"""Issue 22: the cohort engine scores K NB201 cells in one pass, each cell exactly as the per-cell engine
+"""The cohort engine scores K NB201 cells in one pass, each cell exactly as the per-cell engine
 (and the loop) scores it, whatever K and whatever the mix; what it cannot vouch for goes one cell at a time."""
 
 from __future__ import annotations

@@ -51,7 +51,8 @@ def test_cifar10_archive_folder_and_tarball(tmp_path, cifar_pixels):
         part = slice((k - 1) * 10, k * 10)
         (folder / f"data_batch_{k}").write_bytes(pickle.dumps(
             {"data": _cifar_rows(images[part]), "labels": labels[part].tolist()}))
-    (folder / "test_batch").write_bytes(pickle.dumps({"data": _cifar_rows(images[50:]), "labels": labels[50:].tolist()}))
+    (folder / "test_batch").write_bytes(pickle.dumps(
+        {"data": _cifar_rows(images[50:]), "labels": labels[50:].tolist()}))
     got, got_labels = read_images(folder, "cifar10", "train")
     assert np.array_equal(got, images[:50]) and np.array_equal(got_labels, labels[:50])
     tarball = tmp_path / "cifar-10-python.tar.gz"

@@ -1,4 +1,4 @@
-"""Diverse top-k and rank-average ensembles (issue 21): the rule, the distances, and real runs.
+"""Diverse top-k and rank-average ensembles: the rule, the distances, and real runs.
 
 The rule is checked against a plain reference written here from the issue's words (best first, then the
 best remaining arch at least d from every listed arch, ties by arch_id), over real NB201 cells with many
@@ -68,7 +68,10 @@ def test_nb101_stand_in_distance_counts_edge_flips_and_op_changes():
     pool = Spec.from_matrix([[0, 1, 0], [0, 0, 1], [0, 0, 0]], ["input", "maxpool3x3", "output"])
     longer = Spec.from_matrix([[0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1], [0, 0, 0, 0]],
                               ["input", "conv3x3-bn-relu", "conv1x1-bn-relu", "output"])
-    d = lambda x, y: int((distance_codes(x) != distance_codes(y)).sum())
+
+    def d(x, y):
+        return int((distance_codes(x) != distance_codes(y)).sum())
+
     assert d(chain, chain) == 0 and d(chain, skip) == 1 and d(chain, pool) == 1 and d(skip, pool) == 2
     # 1->out removed, 1->2 and 2->out added, slot 2 gains an op: 4 codes
     assert d(chain, longer) == 4 == d(longer, chain)

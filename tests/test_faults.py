@@ -22,7 +22,8 @@ SPACE = spaces.get("nb201")
 
 
 def first_ops(cfg) -> list[str]:
-    return [SPACE.arch(i).split("|")[1].split("~")[0] for i in SPACE.sample_ids(cfg["sample"]["size"], cfg["sample"]["seed"])]
+    return [SPACE.arch(i).split("|")[1].split("~")[0]
+            for i in SPACE.sample_ids(cfg["sample"]["size"], cfg["sample"]["seed"])]
 
 
 def table(run_dir: Path):
@@ -223,8 +224,8 @@ def test_ground_truth_with_missing_cells_reports_them(tmp_path, data_dir, ray_cl
 def test_connects_to_an_existing_cluster(tmp_path, data_dir):
     port = 6391
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    head = subprocess.Popen([str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
-                             "--include-dashboard=false", "--object-store-memory=100000000",
+    head = subprocess.Popen([str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--port={port}",
+                             "--num-cpus=2", "--include-dashboard=false", "--object-store-memory=100000000",
                              "--node-ip-address=127.0.0.1"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env=env, start_new_session=True)
     try:

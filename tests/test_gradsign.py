@@ -121,7 +121,8 @@ def test_registry_names_and_unknown_proxy():
     with pytest.raises(ValueError, match="valid proxies"):
         proxies.get("nope")
     with pytest.raises(ValueError, match="valid engines"):
-        proxies.get("gradsign", engine="nope")(fresh(CELLS[0]), torch.zeros(2, 3, 32, 32), torch.zeros(2, dtype=torch.long))
+        proxies.get("gradsign", engine="nope")(fresh(CELLS[0]), torch.zeros(2, 3, 32, 32),
+                                               torch.zeros(2, dtype=torch.long))
 
 
 def test_overflow_bound_vouches_only_for_entries_that_cannot_be_nonfinite():

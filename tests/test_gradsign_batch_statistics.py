@@ -12,7 +12,6 @@ import torch.nn.functional as F
 from torch import nn
 
 import gradsign
-from gradsign import spaces
 from gradsign.actors import proxies
 from gradsign.actors.per_sample import BatchStatistics, sign_sums
 from test_gradsign import CELLS, fresh
@@ -72,7 +71,8 @@ def _oracle(net: TinyNet, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.T
         m2, v2 = h2.mean((0, 2, 3)), h2.var((0, 2, 3), unbiased=False)
     sums = {"conv1": 0, "conv2": 0, "fc": 0}
     for i in range(x.shape[0]):
-        w1, w2, wf = (p.detach().clone().requires_grad_(True) for p in (net.conv1.weight, net.conv2.weight, net.fc.weight))
+        w1, w2, wf = (p.detach().clone().requires_grad_(True)
+                      for p in (net.conv1.weight, net.conv2.weight, net.fc.weight))
         h = F.conv2d(x[i:i + 1], w1, padding=1)
         h = (h - m1[:, None, None]) / torch.sqrt(v1[:, None, None] + net.bn1.eps)
         h = F.relu(h * net.bn1.weight.detach()[:, None, None] + net.bn1.bias.detach()[:, None, None])

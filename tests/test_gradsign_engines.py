@@ -1,14 +1,12 @@
-"""GradSign beyond NB201 (issue 14, item 3): the production engine equals the per-sample loop oracle or hands
+"""GradSign beyond NB201: the production engine equals the per-sample loop oracle or hands
 the network to an exact engine, saying which module and why - never a silently different number."""
 
 import warnings
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from gradsign import spaces
 from gradsign.actors import proxies
 from gradsign.actors.per_sample import sign_sums
 from engine_cases import CASES, build

@@ -1,4 +1,4 @@
-"""Issue 13: a run folder resumes wherever it moves; what decides its scores is content, not paths."""
+"""A run folder resumes wherever it moves; what decides its scores is content, not paths."""
 
 from __future__ import annotations
 

@@ -74,7 +74,8 @@ def test_live_driver_refuses_a_second_one_and_a_killed_one_blocks_nothing(tmp_pa
         assert second.returncode == 2, err
         assert holder.poll() is None, "the second driver waited for the first instead of being refused"
         assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
-        assert f"is held by another driver: host {socket.gethostname()}, pid {holder.pid}, since {record['since']}" in err
+        assert (f"is held by another driver: host {socket.gethostname()}, pid {holder.pid}, "
+                f"since {record['since']}") in err
         assert (run_dir / "config.yaml").stat().st_mtime_ns == config_written  # the refused driver wrote nothing
 
         while not list((run_dir / "scores").glob("part-*.parquet")):

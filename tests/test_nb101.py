@@ -17,7 +17,8 @@ from torch import nn
 from gradsign import spaces
 from gradsign.actors import proxies
 from gradsign.spaces.nb101 import build_network, trainable_parameters
-from gradsign.spaces.nb101_spec import OPS, Spec, SpecError, format_arch, graph_hash, interior_perms, parse_arch, spec_from_code
+from gradsign.spaces.nb101_spec import (OPS, Spec, SpecError, format_arch, graph_hash, interior_perms, parse_arch,
+                                        spec_from_code)
 
 CONV3, CONV1, POOL = OPS
 NOTEBOOK = ([[0, 1, 1, 1, 0, 1, 0], [0, 0, 0, 0, 0, 0, 1], [0, 0, 0, 0, 0, 0, 1], [0, 0, 0, 0, 1, 0, 0],

@@ -11,7 +11,8 @@ import pytest
 from gradsign import spaces
 from gradsign.pipeline.driver import space_cache
 from gradsign.pipeline.driver.run import recompute, run
-from gradsign.spaces.nb101_enum import CHECKSUM, COUNTS_BY_VERTICES, SIZE, EnumerationError, GraphTable, enumerate_graphs
+from gradsign.spaces.nb101_enum import (CHECKSUM, COUNTS_BY_VERTICES, SIZE, EnumerationError, GraphTable,
+                                        enumerate_graphs)
 from gradsign.spaces.nb101_spec import Spec
 
 FIRST_HASH = "00005c142e6f48ac74fdcf73e3439874"  # the official data set's first hash (NNI example)

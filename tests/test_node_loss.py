@@ -1,4 +1,4 @@
-"""Lost actors and lost nodes never stall dispatch (issue 19, item 5).
+"""Lost actors and lost nodes never stall dispatch.
 
 With real scorer actors: the unit-level tests drive a ``Dispatcher`` in the session cluster and kill its
 actors with ``ray.kill``; the last one runs ``tests/node_loss_run.py`` in a process of its own, which
@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 

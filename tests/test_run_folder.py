@@ -242,8 +242,8 @@ def test_report_on_a_folder_with_missing_score_files_says_how_many(runs, tmp_pat
     run_folder.score_path(d, 1).unlink()
     run_folder.digest_path(d, 1).unlink()
     code, err = _cli(capsys, "report", d)
-    assert code == 3 and err.splitlines()[-1] == (f"gradsign: 4 of 12 archs have no committed score file yet; `gradsign score` "
-                                 f"with {d / 'config.yaml'} scores them"), err
+    assert code == 3 and err.splitlines()[-1] == ("gradsign: 4 of 12 archs have no committed score file yet; "
+                                                  f"`gradsign score` with {d / 'config.yaml'} scores them"), err
 
 
 @pytest.mark.ray
@@ -258,4 +258,5 @@ def test_report_warns_when_no_arch_has_a_ground_truth_value(runs, tmp_path, caps
     cfg["ground_truth"] = {"path": str(table), "column": "acc", "where": None}  # truth never decides scores
     (d / "config.yaml").write_text(yaml.safe_dump(cfg))
     code, err = _cli(capsys, "report", d)
-    assert code == 0 and err == f"gradsign: warning: no scored arch has a finite value in ground-truth column 'acc' of {table}: no correlations", err
+    assert code == 0 and err == ("gradsign: warning: no scored arch has a finite value in ground-truth column 'acc' "
+                                 f"of {table}: no correlations"), err

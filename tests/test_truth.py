@@ -17,13 +17,15 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-import gradsign.pipeline  # noqa: F401  (registers the .pth reader of spaces.ground_truth)
+from gradsign.pipeline.official import register_readers
 from gradsign import spaces
 from gradsign.pipeline.official import nb201 as truth
 from gradsign.pipeline.cli import main as cli_main
 from gradsign.pipeline.official.nb201 import COLUMNS, TruthFileError
 from support.nb201_synth import CellSpec, benchmark_dict, save
 from gradsign.spaces import ground_truth
+
+register_readers()  # spaces.ground_truth reads official .pth files
 
 SPACE = spaces.get("nb201")
 ARCHS = [
@@ -220,7 +222,8 @@ def test_wrong_version_nats_layout(tmp_path):
     obj = benchmark_dict(cells(), value, size=5)
     obj["arch2infos"] = {i: {"12": e["less"], "200": e["full"]} for i, e in obj["arch2infos"].items()}
     save(obj, tmp_path / "nats.pth")
-    with pytest.raises(TruthFileError, match=r"wrong version: arch2infos\[0\] has \['12', '200'\] \(keyed by epochs, as NATS-Bench"):
+    with pytest.raises(TruthFileError,
+                       match=r"wrong version: arch2infos\[0\] has \['12', '200'\] \(keyed by epochs, as NATS-Bench"):
         truth.convert(tmp_path / "nats.pth")
 
 
@@ -236,7 +239,8 @@ def test_wrong_version_archive_file_and_bz2(tmp_path):
 
 def test_wrong_version_epochs_and_not_nb201_archs(tmp_path):
     obj = benchmark_dict(cells(), value, size=5)
-    obj["arch2infos"][0]["less"], obj["arch2infos"][0]["full"] = obj["arch2infos"][0]["full"], obj["arch2infos"][0]["less"]
+    first = obj["arch2infos"][0]
+    first["less"], first["full"] = first["full"], first["less"]
     save(obj, tmp_path / "swapped.pth")
     with pytest.raises(TruthFileError, match="wrong version: cell 0 has \\[200\\]-epoch results"):
         truth.convert(tmp_path / "swapped.pth")

@@ -4,7 +4,6 @@ Eight tiny conv nets: ``c<width>-d<depth>`` with width in (4, 8, 16, 32) and dep
 order: width-major. Listed under ``plugins: [toy_space]`` (or named ``space: toy_space:ToySpace``).
 """
 
-import torch
 from torch import nn
 
 from gradsign import spaces

@@ -256,7 +256,8 @@ def bench_cohort(args: argparse.Namespace) -> dict:
     for size in sizes:
         for start in range(0, len(archs), size):
             part = slice(start, start + size)
-            net, t_build = timed(lambda: space.build_cohort(archs[part], info.num_classes, seeds=seeds[part]).to(device))
+            net, t_build = timed(
+                lambda: space.build_cohort(archs[part], info.num_classes, seeds=seeds[part]).to(device))
             together, t_engine = timed(lambda: cohort_scores(net, x, y, memory_budget_mb=args.memory_mb))
             row = {"size": size, "cells": len(together), "per_cell_build": sum(build[part]),
                    "per_cell_engine": sum(engine[part]), "cohort_build": t_build, "cohort_engine": t_engine,
@@ -272,7 +273,8 @@ def bench_cohort(args: argparse.Namespace) -> dict:
     for size in sizes:
         mine = [r for r in rows if r["size"] == size]
         cells = sum(r["cells"] for r in mine)
-        tot = {k: sum(r[k] for r in mine) for k in ("per_cell_build", "per_cell_engine", "cohort_build", "cohort_engine")}
+        tot = {k: sum(r[k] for r in mine)
+               for k in ("per_cell_build", "per_cell_engine", "cohort_build", "cohort_engine")}
         per_cell_s = (tot["per_cell_build"] + tot["per_cell_engine"]) / cells
         cohort_s = (tot["cohort_build"] + tot["cohort_engine"]) / cells
         summary["sizes"][size] = {

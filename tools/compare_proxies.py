@@ -155,7 +155,8 @@ def markdown(rows: list[dict], published: dict[str, str] | None = None) -> str:
     lines = ["| column | n | Spearman [95% CI] | Kendall [95% CI] | rho(score, params) | published |",
              "|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: -(r["spearman"] if math.isfinite(r["spearman"]) else -9)):
-        lines.append(f"| `{r['column']}` | {r['n']} | {r['spearman']:.3f} [{r['spearman_lo']:.3f}, {r['spearman_hi']:.3f}]"
+        lines.append(f"| `{r['column']}` | {r['n']} "
+                     f"| {r['spearman']:.3f} [{r['spearman_lo']:.3f}, {r['spearman_hi']:.3f}]"
                      f" | {r['kendall']:.3f} [{r['kendall_lo']:.3f}, {r['kendall_hi']:.3f}] | {r['rho_params']:.3f}"
                      f" | {published.get(r['column'], '')} |")
     return "\n".join(lines)
@@ -225,8 +226,9 @@ NEW = {"gradsign": "gradsign_bn_batch", "zico": "zico", "meco": "meco", "meco_op
 
 
 def _nb201(dataset: str) -> Spec:
-    return Spec("nb201", [Source(str(REPO / "results" / "nb201" / f"gradsign-{dataset}.parquet"), {"gradsign": "gradsign"}),
-                          Source(str(RUNS / f"proxies-nb201-{dataset}"), NEW)],
+    whole_space = REPO / "results" / "nb201" / f"gradsign-{dataset}.parquet"
+    return Spec("nb201", [Source(str(whole_space), {"gradsign": "gradsign"}),
+                          Source(str(RUNS / f"proxies-nb201-{dataset}-1000"), NEW)],
                 _data("nb201_accuracy.csv"), {"cifar10": "cifar10_test", "cifar100": "cifar100_test",
                                               "imagenet16-120": "imagenet16_120_test"}[dataset])
 
@@ -238,7 +240,7 @@ SPECS = {
     "nb301-725": lambda: Spec("darts", [
         Source(str(REPO / "results" / "darts" / "nb301-725-gradsign-naswot-params.parquet"), {"gradsign": "gradsign"}),
         Source(str(RUNS / "proxies-nb301-725"), NEW)], _data("nb301_naslib_725.jsonl"), "val_accuracy"),
-    "nb101-500": lambda: Spec("nb101", [Source(str(RUNS / "proxies-nb101-500"), {"gradsign": "gradsign", **NEW})],
+    "nb101-500": lambda: Spec("nb101", [Source(str(RUNS / "proxies-nb101-500"), {**NEW, "gradsign": "gradsign"})],
                               _data("nb101_naslib_500.jsonl"), "val_accuracy"),
 }
 

@@ -94,7 +94,8 @@ def table_study(space, rows: list[dict], build, inputs, targets) -> dict[str, tu
         layers, fp32, _ = layer_noise(build(space.from_record(row)), inputs, targets)
         whole, signal = merged("all", layers), merged("signal", [x for x in layers if not x.noise])
         for key, value in (("score", fp32), ("weights", whole.weights), ("signal-layer score", signal.score),
-                           ("signal-layer weights", signal.weights), ("noise share", 1 - signal.weights / whole.weights)):
+                           ("signal-layer weights", signal.weights),
+                           ("noise share", 1 - signal.weights / whole.weights)):
             columns[key].append(float(value))
     truth = np.asarray([float(r["val_accuracy"]) for r in rows])
     out = {k: (float(stats.spearmanr(v, truth).statistic), float(stats.kendalltau(v, truth).statistic))
@@ -115,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample-seed", type=int, default=1, help="--table: which rows")
     parser.add_argument("--dataset", default="cifar10")
     parser.add_argument("--data", default=None,
-                        help="the dataset file (default: the shared data folder's file, $GRADSIGN_DATA, unset: shared/data beside the checkout)")
+                        help="the dataset file (default: the shared data folder's file, $GRADSIGN_DATA, "
+                             "unset: shared/data beside the checkout)")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0, help="the run seed (the network's init) and the batch's")
     parser.add_argument("--threads", type=int, default=None)
@@ -148,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
 
         with open(args.table) as f:
             rows = [json.loads(line) for line in f if line.strip()]
-        rows = [rows[i] for i in sorted(random.Random(args.sample_seed).sample(range(len(rows)), min(args.cells, len(rows))))]
+        rows = [rows[i] for i in
+                sorted(random.Random(args.sample_seed).sample(range(len(rows)), min(args.cells, len(rows))))]
         study = table_study(space, rows, build, inputs, targets)
         print(f"{args.table}: {len(rows)} rows (sample seed {args.sample_seed}), batch {args.batch}; "
               f"noise share of the weights: mean {study['noise share'][0]:.3f}, max {study['noise share'][1]:.3f}")

@@ -135,8 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cells", type=int, default=None, help="how many peer rows to score (default nb201 200, nb101 500)")
     p.add_argument("--build", choices=("representative", "given"), default="representative",
                    help="nb101: build each graph's benchmark spec, or each row's spec in its own vertex order")
-    p.add_argument("--jsonl", type=Path, default=None, help="nb101 peer table (default DATA_DIR/nb101_naslib_500.jsonl)")
-    p.add_argument("--jacob-samples", type=int, default=None, help="nb101: jacob_cov on the first N images (the peer: 32)")
+    p.add_argument("--jsonl", type=Path, default=None,
+                   help="nb101 peer table (default DATA_DIR/nb101_naslib_500.jsonl)")
+    p.add_argument("--jacob-samples", type=int, default=None,
+                   help="nb101: jacob_cov on the first N images (the peer: 32)")
     p.add_argument("--pick", choices=("first", "random"), default="first",
                    help="the first --cells rows of the dataset, or a sample drawn with --pick-seed")
     p.add_argument("--pick-seed", type=int, default=0)

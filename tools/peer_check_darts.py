@@ -7,14 +7,16 @@ network's accuracy: every "rho(val)" printed here is a correlation with that pre
 The peer built NASLib's NB301 network (C=32, 8 cells) with DARTS's search-phase ops (BatchNorm inside ops
 non-affine, a BatchNorm after every pooling op) and scored one batch of 32 CIFAR-10 images; ``--bn peer``
 (default) builds the same network (``DartsSpace.peer()``: its params and flops equal the peer's on all 725
-rows), ``--bn trained`` the network NAS-Bench-301 trained (affine BN, no BN after pools). The batch defaults to the peer's 32; jacob_cov uses the whole batch, as the peer.
+rows), ``--bn trained`` the network NAS-Bench-301 trained (affine BN, no BN after pools). The batch defaults
+to the peer's 32; jacob_cov uses the whole batch, as the peer.
 Each cell is built as the scorer builds it (``torch.manual_seed(arch_seed(seed, canonical arch))`` then the
 space's build), a fresh network for every proxy. The peer stores synflow as a log: rank correlations are
 unaffected. ``--pick random`` scores a seeded sample of rows instead of the first ``--cells``; after every cell
 the values so far go to ``--json``'s ``.partial.json``, so a long CPU run cut short still leaves numbers
 (``--from-partial FILE`` prints the summary of those rows).
 
-    python -m tools.peer_check --space darts --cells 100 --proxies synflow,snip,grad_norm,naswot,jacob_cov,gradsign,params --json out.json
+    python -m tools.peer_check --space darts --cells 100 \\
+        --proxies synflow,snip,grad_norm,naswot,jacob_cov,gradsign,params --json out.json
 """
 
 from __future__ import annotations

@@ -192,7 +192,8 @@ def main(args, names: list[str], device: torch.device) -> int:
         entry["kendall_val_graphs"] = kendall(gs, ga)
         if name in ("params", "flops") and name in rows[0]:
             peer = [float(r[name]) for r in rows]
-            entry["exact_rows"] = int(sum(1 for a, b in zip(values[name], peer) if abs(a - b) <= 1e-6 * max(1.0, abs(b))))
+            entry["exact_rows"] = int(sum(1 for a, b in zip(values[name], peer)
+                                          if abs(a - b) <= 1e-6 * max(1.0, abs(b))))
     print(f"nb101 cifar10: {info['rows']} rows ({info['graphs']} graphs, {info['networks']} networks built "
           f"'{args.build}'), batch {args.batch}, seed {args.seed}"
           + (f", seed2 {args.seed2}" if args.seed2 is not None else "") + f", device {device}")

@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     space = spaces.get(args.space)
     archs = cells(args.space, args.cells, args.data)
     seconds: dict[str, list[float]] = {n: [] for n in ["(build)", *names]}
+    errors: dict[str, str] = {}
     for arch in archs:
         for name in names:
             proxy = proxies.get(name, **options.get(name, {}))
@@ -65,7 +66,11 @@ def main(argv: list[str] | None = None) -> int:
             net = space.build(arch, 10).to(device)
             sync()
             built = time.perf_counter()
-            proxy(net, x, y)
+            try:
+                proxy(net, x, y)
+            except Exception as exc:  # noqa: BLE001 - one proxy's refusal is a row, not the end of the table
+                errors[name] = f"{type(exc).__name__}: {exc}"
+                continue
             sync()
             seconds["(build)"].append(built - start)
             seconds[name].append(time.perf_counter() - built)
@@ -73,8 +78,11 @@ def main(argv: list[str] | None = None) -> int:
           "seconds per cell")
     print("| proxy | median | max |\n|---|---|---|")
     for name, values in seconds.items():
-        print(f"| `{name}` | {statistics.median(values):.3f} | {max(values):.3f} |")
-    return 0
+        if name in errors:
+            print(f"| `{name}` | failed: {errors[name][:150]} | |")
+        else:
+            print(f"| `{name}` | {statistics.median(values):.3f} | {max(values):.3f} |")
+    return 1 if errors else 0
 
 
 if __name__ == "__main__":

@@ -340,5 +340,6 @@ def read_run(run_dir: str | Path) -> RunFolder:
     summary_file = path / "summary.json"
     summary = json.loads(summary_file.read_text()) if summary_file.is_file() else None
     topk_file = path / "topk.jsonl"
-    topk = [json.loads(line) for line in topk_file.read_text().splitlines() if line.strip()] if topk_file.is_file() else []
+    topk = ([json.loads(line) for line in topk_file.read_text().splitlines() if line.strip()]
+            if topk_file.is_file() else [])
     return RunFolder(path=path, config=config, scores=scores, summary=summary, topk=topk)

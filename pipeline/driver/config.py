@@ -78,7 +78,8 @@ def validate(cfg: dict) -> dict:
     by = cfg["topk_by"]
     if by is not None and not (isinstance(by, str) and by) and not (
             isinstance(by, list) and by and all(isinstance(p, str) and p for p in by) and len(set(by)) == len(by)):
-        raise ConfigError(f"config key 'topk_by' must be null, a proxy name or a list of distinct proxy names, got {by!r}")
+        raise ConfigError("config key 'topk_by' must be null, a proxy name or a list of distinct proxy names, "
+                          f"got {by!r}")
     for key in ("num_cpus_per_actor", "num_gpus_per_actor"):
         value = cfg["ray"][key]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
@@ -166,4 +167,7 @@ def ground_truth(cfg: dict, space):
         return None
     from gradsign.spaces import ground_truth as gt_loader
 
+    from gradsign.pipeline.official import register_readers
+
+    register_readers()
     return gt_loader.load(gt["path"], gt["column"], space, gt.get("where"))

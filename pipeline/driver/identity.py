@@ -111,7 +111,8 @@ def check_and_record(run_dir: Path, cfg: dict, identity: dict, previous: tuple[d
             raise RunFolderError(f"{run_dir} holds a run made from different content (differs in: "
                                  f"{describe_difference(old, identity)}); set another 'output' or remove that folder")
     now = {"at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), **paths_of(cfg)}
-    if not history or {k: v for k, v in history[-1].items() if k != "at"} != {k: v for k, v in now.items() if k != "at"}:
+    if not history or ({k: v for k, v in history[-1].items() if k != "at"}
+                       != {k: v for k, v in now.items() if k != "at"}):
         history = [*history, now]
     return history
 

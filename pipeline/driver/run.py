@@ -208,7 +208,8 @@ def run(cfg: dict) -> RunResult:
                 record_digest(run_dir, index, found.sha256, trust.run)
                 adopted += 1
             done = found.table
-            failed = [] if done is None else [k for k, e in enumerate(done.column("error").to_pylist()) if e is not None]
+            failed = ([] if done is None
+                      else [k for k, e in enumerate(done.column("error").to_pylist()) if e is not None])
             if done is not None and (not failed or not cfg["retry_failed"]):
                 reducer.add(done)
             elif done is not None:  # committed with failed rows: score those rows again

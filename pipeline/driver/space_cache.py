@@ -32,7 +32,8 @@ _META_COUNT, _META_CHECKSUM = b"gradsign.count", b"gradsign.checksum"
 def save_table(table: GraphTable, path: Path) -> None:
     """Write ``table`` to ``path`` atomically, with its count and checksum in the file metadata."""
     arrow = pa.table({
-        "hash": pa.FixedSizeBinaryArray.from_buffers(pa.binary(32), len(table), [None, pa.py_buffer(table.hashes.tobytes())]),
+        "hash": pa.FixedSizeBinaryArray.from_buffers(pa.binary(32), len(table),
+                                                     [None, pa.py_buffer(table.hashes.tobytes())]),
         "vertices": pa.array(table.vertices, pa.int8()),
         "bits": pa.array(table.bits, pa.int32()),
         "labels": pa.array(table.labels, pa.int16()),

@@ -33,7 +33,6 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
-import os
 import pickle
 import resource
 import time
@@ -74,7 +73,8 @@ class Column:
     evalset: str = ""  # for accuracy / eval_seconds: "x-valid", "x-test" or "ori-test"
 
     def api_call(self) -> str:
-        """The ``NASBench201API`` query (``api``, cell ``i``) that returns this value (docs/official-files.md, table metadata)."""
+        """The ``NASBench201API`` query (``api``, cell ``i``) that returns this value
+        (docs/official-files.md, table metadata)."""
         hp = f"hp='{self.hp}'"
         if self.field == "accuracy":
             key = "test-accuracy" if self.evalset in ("x-test", "ori-test") else "valid-accuracy"
@@ -194,13 +194,16 @@ def _load(path: Path, trust_pickle: bool = False) -> Any:
                              "download it again") from None
     except pickle.UnpicklingError as exc:
         if "truncated" in str(exc):
-            raise TruthFileError(f"{path} is truncated ({path.stat().st_size:,} bytes; {exc}); download it again") from None
+            raise TruthFileError(f"{path} is truncated ({path.stat().st_size:,} bytes; {exc}); "
+                                 "download it again") from None
         raise TruthFileError(f"{path} is corrupt ({kind} torch file that does not unpickle: {exc})") from None
     except (RuntimeError, ValueError, OSError, zipfile.BadZipFile) as exc:
         text = str(exc)
         if any(s in text for s in ("central directory", "unexpected EOF", "truncated", "failed reading")):
-            raise TruthFileError(f"{path} is truncated or corrupt ({text.splitlines()[0]}); download it again") from None
-        raise TruthFileError(f"{path} cannot be loaded as a torch file: {text.splitlines()[0] if text else exc!r}") from None
+            raise TruthFileError(f"{path} is truncated or corrupt ({text.splitlines()[0]}); "
+                                 "download it again") from None
+        raise TruthFileError(f"{path} cannot be loaded as a torch file: "
+                             f"{text.splitlines()[0] if text else exc!r}") from None
 
 
 def _check_layout(obj: Any, path: Path) -> None:
@@ -317,7 +320,8 @@ def convert(path: str | Path, trust_pickle: bool = False) -> Conversion:
             try:
                 archs.append(str(Cell.parse(arch)))
             except ArchError as exc:
-                raise TruthFileError(f"{path}: wrong benchmark: meta_archs[{i}] is not a NAS-Bench-201 cell ({exc})") from None
+                raise TruthFileError(f"{path}: wrong benchmark: meta_archs[{i}] is not a NAS-Bench-201 cell "
+                                     f"({exc})") from None
         if len(set(archs)) != len(archs):
             raise TruthFileError(f"{path}: meta_archs lists an arch string twice")
         indexes = sorted(infos)

@@ -205,7 +205,8 @@ def _describe(table: pa.Table, count: int, by, min_distance) -> str:
     elif table.num_rows < count and min_distance is not None:
         text += f": fewer than the {count} asked (no more archs are that far from the ones listed)"
     elif table.num_rows < count:
-        text += f": fewer than the {count} asked (only {table.num_rows} archs have a usable value for every proxy of the ranking)"
+        text += (f": fewer than the {count} asked (only {table.num_rows} archs have a usable value "
+                 "for every proxy of the ranking)")
     return text
 
 

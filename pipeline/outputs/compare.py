@@ -87,6 +87,9 @@ def summarise_table(path: Path, dataset: str | None, ground_truth: str | Path | 
             "nonfinite": table.column("nonfinite") if "nonfinite" in table.column_names else pa.nulls(n, pa.string()),
             "error": table.column("error") if "error" in table.column_names else pa.nulls(n, pa.string())}
     truth_column = column.format(dataset=dataset.replace("-", "_"))
+    from gradsign.pipeline.official import register_readers
+
+    register_readers()
     truth = gt_loader.load(ground_truth, truth_column, space)
     reducer = Reducer(proxies, space, truth, topk=0)
     reducer.add(pa.table(rows))
@@ -134,7 +137,8 @@ def table(summaries: list[dict]) -> str:
 
 def _describe(s: dict) -> str:
     if s.get("source"):
-        return f"{s['dataset']}: table {s['source']}, {s['archs']['scored']} archs scored, against {s['ground_truth']['column']}"
+        return (f"{s['dataset']}: table {s['source']}, {s['archs']['scored']} archs scored, "
+                f"against {s['ground_truth']['column']}")
     return f"{s['dataset']}: {s['archs']['scored']} archs scored, batch {s['data']['batch_size']}"
 
 

@@ -62,7 +62,8 @@ def rank_average(values: dict[str, np.ndarray], usable: dict[str, np.ndarray], n
     return total / len(names)
 
 
-def ranking(values: dict[str, np.ndarray], usable: dict[str, np.ndarray], names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+def ranking(values: dict[str, np.ndarray], usable: dict[str, np.ndarray],
+            names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """(values, usable) of the ranking: the single proxy's own, or the rank average's."""
     if len(names) == 1:
         return values[names[0]], usable[names[0]]

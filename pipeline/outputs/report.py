@@ -181,7 +181,8 @@ def render_markdown(summary: dict, top: pa.Table, cfg: dict) -> str:
             lines.append(f"| {proxy} | {fmt(entry.get('spearman'))} | {fmt(entry.get('kendall'))} | "
                          f"{entry.get('n', 0)} | {fmt(published)} | {entry['nonfinite_rows']} | "
                          f"{fmt(reference.get('spearman'))} | {reference.get('n', 0)} |")
-    shown = summary.get("plots", [])[:1] if "plots/proxies.png" in summary.get("plots", []) else summary.get("plots", [])
+    shown = (summary.get("plots", [])[:1] if "plots/proxies.png" in summary.get("plots", [])
+             else summary.get("plots", []))
     for plot in shown:  # several proxies: their panels in one figure (the single files stay in plots/)
         lines += ["", f"![{plot}]({plot})"]
     lines += _signal_lines(summary.get("gradsign_signal"))

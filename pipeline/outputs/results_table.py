@@ -1,4 +1,5 @@
-"""One whole-space score table from a run folder: ``python -m gradsign.pipeline.outputs.results_table RUN_DIR OUT.parquet``.
+"""One whole-space score table from a run folder:
+``python -m gradsign.pipeline.outputs.results_table RUN_DIR OUT.parquet``.
 
 The table the project ships under ``results/`` (and the search stage reads): one row per committed arch,
 sorted by ``arch_id``, with columns ``arch_id``, ``arch``, ``official_index`` (from the run's ground-truth

@@ -341,7 +341,9 @@ def _summary(cfg, all_variants, runs_table: pa.Table, scores, wall, datasets) ->
     labels = runs_table.column("variant").to_numpy(zero_copy_only=False)
     for v in all_variants:
         mask = labels == v.label
-        col = lambda name: runs_table.column(name).to_numpy(zero_copy_only=False)[mask].astype(float)
+        def col(name):
+            return runs_table.column(name).to_numpy(zero_copy_only=False)[mask].astype(float)
+
         entry = {
             "algorithm": v.algorithm, "proxy": v.proxy, "proposals": v.proposals if v.proxy else None,
             "charge_proxy": v.charge, "warm_start": v.warm, "runs": int(mask.sum()),
@@ -402,12 +404,13 @@ def _report(cfg: dict, summary: dict, datasets: list[str], plot: str | None) -> 
               "|---|---|" + "---|" * len(head) + "---|---|---|"]
     for label, e in summary["variants"].items():
         pub = e.get("published")
-        pub_text = " / ".join(f"{pub[d]['mean']:.2f} +- {pub[d]['std']:.2f}" for d in datasets if d in pub) if pub else ""
+        pub_text = (" / ".join(f"{pub[d]['mean']:.2f} +- {pub[d]['std']:.2f}" for d in datasets if d in pub)
+                    if pub else "")
         lines.append(f"| {label} | {e['runs']} | " + " | ".join(_fmt(e["test"].get(d)) for d in datasets)
                      + f" | {e['queries']['mean']:.1f} | {e['proxy_seconds']['mean']:.0f} | {pub_text} |")
     lines.append("| optimum | | " + " | ".join(f"{OPTIMUM.get(d, float('nan')):.2f}" for d in datasets) + " | | | |")
-    lines.append("| RoBoT (ICLR 2024, 20 queries) | | " + " | ".join(f"{ROBOT.get(d, float('nan')):.2f}" for d in datasets)
-                 + " | | | |")
+    lines.append("| RoBoT (ICLR 2024, 20 queries) | | "
+                 + " | ".join(f"{ROBOT.get(d, float('nan')):.2f}" for d in datasets) + " | | | |")
     gains = []
     for label, e in summary["variants"].items():
         if e["proxy"] is None:

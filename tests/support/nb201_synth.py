@@ -1,7 +1,7 @@
 """Files in the official NAS-Bench-201 ``.pth`` format, built with the ``nas_201_api`` package's own classes.
 
-For tests (a handful of cells with known numbers) and for measuring the converter (``gradsign.pipeline.official.nb201``) on
-a file of the official format and of realistic size per cell. The numbers are made up; the layout is the
+For tests (a handful of cells with known numbers) and for measuring the converter (``gradsign.pipeline.official.nb201``)
+on a file of the official format and of realistic size per cell. The numbers are made up; the layout is the
 one ``NASBench201API.__init__`` reads:
 
     torch.save({"meta_archs": [arch string, ...],            # position = official index
@@ -154,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     random.seed(args.seed)
     cells = synthetic_cells(args.cells, args.seed, args.layout)
     save(benchmark_dict(cells, random_value), args.out, legacy=not args.zip)
-    print(f"wrote {args.out}: {args.cells} cells ({args.layout} layout), {Path(args.out).stat().st_size / 2**20:.1f} MiB")
+    print(f"wrote {args.out}: {args.cells} cells ({args.layout} layout), "
+          f"{Path(args.out).stat().st_size / 2**20:.1f} MiB")
     return 0
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 
 from tools.at_queries import main, picks_at
 
@@ -26,4 +25,5 @@ def test_pick_after_k_queries_is_the_first_best_validation_of_those_queries(tmp_
     assert two["G-REA"].tolist() == [[93.0, 71.0], [93.0, 71.0]]  # a tie keeps the first queried
     assert picks_at(tmp_path, 3)["G-REA"].tolist() == [[94.0, 69.0], [93.0, 71.0]]
     assert main([str(tmp_path), "--queries", "3"]) == 0
-    assert "G-REA after 3 queries (2 runs; cifar10 / cifar100): 93.50 +- 0.50 / 70.00 +- 1.00" in capsys.readouterr().out
+    assert ("G-REA after 3 queries (2 runs; cifar10 / cifar100): 93.50 +- 0.50 / 70.00 +- 1.00"
+            in capsys.readouterr().out)

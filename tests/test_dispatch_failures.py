@@ -1,4 +1,4 @@
-"""Issue 14: failures cost only what failed, dispatch charges only the guilty, outputs any reader accepts."""
+"""Failures cost only what failed, dispatch charges only the guilty, outputs any reader accepts."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 19 (items 1, 2, 3, 6, 7, 8): nothing wrong is committed or trusted.
+"""Nothing wrong is committed or trusted.
 
 Verified score files (a file copied over another, a flipped bit), one meaning per ground-truth and
 benchmark row, a first time limit that grows with the shard, a full disk as one line, and a sample larger
