@@ -49,6 +49,7 @@ def test_unknown_space_lists_valid_ones():
         spaces.get("nb999")
 
 
+@pytest.mark.slow  # builds every listed NB201 cell (minutes on one core)
 def test_param_counts_match_peer_for_every_listed_cell(data_dir):
     """Builder parameter count == the peer library's `params` (millions) on every cell it lists."""
     space = spaces.get("nb201")
