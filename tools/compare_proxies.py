@@ -7,7 +7,8 @@ table: per column, Spearman and Kendall against the ground truth with a bootstra
 params), and n.
 
 Invariants:
-- a cell enters a column's statistics only where that column and the ground truth are finite;
+- a cell enters a column's statistics where that column is not NaN (a failed proxy) and the ground truth is
+  finite; -inf/+inf scores rank as extremes (as the reducer's ``reference`` correlations count them);
 - the bootstrap resamples cells with replacement (``BOOTSTRAP`` resamples, numpy seed 0): the percentile
   interval of each statistic, the same resamples for every column of a table, so intervals of two columns
   are comparable;
@@ -82,6 +83,8 @@ def joined(spec: Spec) -> pa.Table:
             if target["arch"] != rows[i]["arch"]:
                 raise ValueError(f"{source.path}: arch_id {i} is {rows[i]['arch']!r}, elsewhere {target['arch']!r}")
             for there, here in source.columns.items():
+                if there not in rows[i]:  # a column this source does not have (the map lists every proxy)
+                    continue
                 value = rows[i][there]
                 target[here] = math.nan if value is None else float(value)
     assert order is not None
@@ -90,8 +93,8 @@ def joined(spec: Spec) -> pa.Table:
 
 def with_population_columns(table: pa.Table) -> pa.Table:
     """The AZ-NAS aggregate over exactly this table's cells, when its components are there."""
-    if all(c in table.column_names for c in az_nas.AGGREGATE_INPUTS):
-        columns = {c: table.column(c).to_numpy(zero_copy_only=False) for c in az_nas.AGGREGATE_INPUTS}
+    if all(c in table.column_names for c in tuple(az_nas.COLUMNS.values())):
+        columns = {c: table.column(c).to_numpy(zero_copy_only=False) for c in tuple(az_nas.COLUMNS.values())}
         table = table.append_column("az_nas", pa.array(az_nas.aggregate(columns), pa.float64()))
     return table
 
@@ -116,11 +119,14 @@ def truth_of(table: pa.Table, spec: Spec, column: str) -> np.ndarray:
 
 
 def correlations(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    keep = np.isfinite(x) & np.isfinite(y)
+    """Spearman and Kendall over the cells where ``x`` is not NaN and ``y`` is finite; -inf/+inf scores rank
+    as the extremes they are (a proxy's -inf marks a degenerate network, e.g. an all-``none`` cell)."""
+    keep = ~np.isnan(x) & np.isfinite(y)
     if keep.sum() < 3:
         return math.nan, math.nan
-    return (float(stats.spearmanr(x[keep], y[keep]).statistic),
-            float(stats.kendalltau(x[keep], y[keep]).statistic))
+    ranks = stats.rankdata(x[keep])
+    return (float(stats.spearmanr(ranks, y[keep]).statistic),
+            float(stats.kendalltau(ranks, y[keep]).statistic))
 
 
 def bootstrap(x: np.ndarray, y: np.ndarray, resamples: np.ndarray) -> tuple[tuple[float, float], tuple[float, float]]:
@@ -143,7 +149,7 @@ def statistics(table: pa.Table, truth: np.ndarray, columns: Sequence[str], param
         x = table.column(name).to_numpy(zero_copy_only=False).astype(float)
         rho, tau = correlations(x, truth)
         (rlo, rhi), (tlo, thi) = bootstrap(x, truth, index)
-        row = {"column": name, "n": int((np.isfinite(x) & np.isfinite(truth)).sum()), "spearman": rho,
+        row = {"column": name, "n": int((~np.isnan(x) & np.isfinite(truth)).sum()), "spearman": rho,
                "spearman_lo": rlo, "spearman_hi": rhi, "kendall": tau, "kendall_lo": tlo, "kendall_hi": thi,
                "rho_params": correlations(x, params)[0] if params is not None else math.nan}
         out.append(row)
