@@ -48,7 +48,7 @@ def load(items: list[str | Path], ground_truth: str | Path | None = None, column
 
 
 def _dataset_of(path: Path) -> str:
-    from gradsign.pipeline.driver.data import DATASETS
+    from gradsign.pipeline.common.datasets import DATASETS
 
     matches = [name for name in DATASETS if path.stem.lower().endswith(name)]
     if not matches:
@@ -61,7 +61,7 @@ def summarise_table(path: Path, dataset: str | None, ground_truth: str | Path | 
                     space_name: str) -> dict:
     """A summary (the fields ``table`` and ``heatmap`` read) of a whole-space score table."""
     from gradsign import spaces
-    from gradsign.pipeline.driver.data import dataset_info
+    from gradsign.pipeline.common.datasets import dataset_info
     from gradsign.pipeline.outputs.reducer import Reducer
     from gradsign.spaces import ground_truth as gt_loader
 

@@ -69,7 +69,7 @@ def _plots(cols: Columns, reducer: Reducer, out: Path, cfg: dict, correlations: 
     proxy, and ``plots/proxies.png`` with one panel per proxy when the run has several; file names made."""
     if reducer.ground_truth is None or cols.arch_id.size == 0 or plots.pyplot() is None:
         return []
-    from gradsign.pipeline.driver.data import DataError, dataset_info
+    from gradsign.pipeline.common.datasets import DataError, dataset_info
 
     try:
         classes = dataset_info(cfg["dataset"]).num_classes
