@@ -78,6 +78,15 @@ def test_reducer_adds_the_aggregate_over_the_rows_it_holds():
     assert "az_nas" in top.column_names
 
 
+def test_minus_infinity_is_ranked_last_not_left_out():
+    values = {name: [1.0, 2.0, 3.0] for name in AZ}
+    values["az_nas_trainability"] = [-math.inf, 2.0, 3.0]  # an identity network's trainability
+    reducer = Reducer(AZ, spaces.get("nb201"), None)
+    reducer.add(_rows(values, [None, None, None]))
+    got = reducer.columns().values["az_nas"]
+    assert np.allclose(got, az_nas.aggregate(values)) and np.isfinite(got).all()
+
+
 def test_no_aggregate_without_every_component():
     reducer = Reducer(AZ[:3], spaces.get("nb201"), None)
     assert reducer.names == AZ[:3]

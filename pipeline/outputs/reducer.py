@@ -197,13 +197,14 @@ class Reducer:
 
 def with_population_scores(cols: Columns, proxy_names: Sequence[str]) -> Columns:
     """``cols`` with each population score that ``proxy_names`` make, computed over the rows that have no
-    error and every input usable (the others get NaN, not usable)."""
+    error and a value for every input (the others get NaN, not usable). An input of -inf/+inf is a value: it
+    ranks as the extreme it is (AZ-NAS marks degenerate networks with -inf, and its authors rank them last)."""
     from gradsign.actors.proxies import population_scores
 
     for score in population_scores(proxy_names):
         members = cols.ok.copy()
         for name in score.inputs:
-            members &= cols.usable[name]
+            members &= ~np.isnan(cols.values[name])
         values = np.full(cols.arch_id.size, math.nan)
         if members.any():
             values[members] = score.compute({n: cols.values[n][members] for n in score.inputs})
