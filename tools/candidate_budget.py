@@ -1,4 +1,4 @@
-"""``python -m tools.candidate_budget TABLE.parquet``: candidate lists judged at the budget they cost.
+"""``python -m tools.candidate_budget TABLE.parquet [MORE ...]``: candidate lists judged at the budget they cost.
 
 For each ranking (every proxy column of a comparison table, and the ensembles asked for) and each minimum
 distance, the list ``gradsign candidates`` makes (``pipeline.outputs.candidates.table_topk``: best first,
@@ -48,7 +48,8 @@ def fmt(acc: tuple[float, float, float]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("table")
+    parser.add_argument("tables", nargs="+", help="score tables or run folders, joined on arch_id (each proxy "
+                                                  "from the first source that has it)")
     parser.add_argument("--by", default=None, help="rankings to try, ';'-separated, each a column or p1,p2 (default: "
                                                   "every proxy column)")
     parser.add_argument("--distances", default="0,2,3,4")
@@ -58,8 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     import pyarrow.parquet as pq
 
     space = spaces.get("nb201")
-    table = pq.read_table(args.table)
+    table = pq.read_table(args.tables[0]) if len(args.tables) == 1 and not Path(args.tables[0]).is_dir() else None
     valid, test = benchmark(args.data)
+    if table is None:
+        _, table = table_topk(args.tables, space, [args.by.split(";")[0].split(",")[0]], 1)
     archs = table.column("arch").to_pylist()
     ceiling = max(archs, key=lambda a: valid[a])
     print(f"{len(archs)} cells; the best of them by 12-epoch validation accuracy: {fmt(test[ceiling])} "
@@ -72,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for by in rankings:
         for d in (int(x) for x in args.distances.split(",")):
-            top, _ = table_topk([args.table], space, by, 20, d or None)
+            top, _ = table_topk(args.tables, space, by, 20, d or None)
             listed = top.column("arch").to_pylist()
             if len(listed) < 20:
                 continue
