@@ -195,16 +195,21 @@ def _per_sample_batch_norm(self: nn.modules.batchnorm._BatchNorm, x: torch.Tenso
 
 
 @contextlib.contextmanager
-def per_sample_batch_norm(net: nn.Module) -> Iterator[None]:
-    """Within the block every BatchNorm of ``net`` normalises each sample by its own statistics."""
-    patched = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    for m in patched:
-        m.forward = types.MethodType(_per_sample_batch_norm, m)
+def _forward_replaced(modules: list[nn.Module], forward) -> Iterator[None]:
+    """Within the block each of ``modules`` runs ``forward(module, x)`` instead of its own forward."""
+    for m in modules:
+        m.forward = types.MethodType(forward, m)
     try:
         yield
     finally:
-        for m in patched:
+        for m in modules:
             del m.forward
+
+
+def per_sample_batch_norm(net: nn.Module):
+    """A context in which every BatchNorm of ``net`` normalises each sample by its own statistics."""
+    return _forward_replaced([m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)],
+                             _per_sample_batch_norm)
 
 
 class BatchStatistics:
@@ -263,13 +268,8 @@ class BatchStatistics:
                 out = out + module.bias.view(shape)
             return out
 
-        for m in patched:
-            m.forward = types.MethodType(frozen, m)
-        try:
+        with _forward_replaced(patched, frozen):
             yield
-        finally:
-            for m in patched:
-                del m.forward
 
 
 def normalisation(net: nn.Module, inputs: torch.Tensor, bn: str):

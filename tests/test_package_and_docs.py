@@ -217,16 +217,7 @@ def test_wheel_holds_only_the_gradsign_namespace(tmp_path):
     for module in ("gradsign/pipeline/driver/run.py", "gradsign/actors/proxies/gradsign.py",
                    "gradsign/spaces/nb201.py", "gradsign/search/bohb.py", "gradsign/pipeline/cli.py"):
         assert module in names
-
-
-def test_wheel_holds_no_research_scripts_or_tests_and_is_typed(tmp_path):
-    import zipfile
-
-    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                          "-w", str(tmp_path), str(REPO)], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    (wheel,) = tmp_path.glob("gradsign-*.whl")
-    names = zipfile.ZipFile(wheel).namelist()
+    # typed, and no research scripts, tests or fixture generators
     assert "gradsign/py.typed" in names
     assert not [n for n in names if "/devtools/" in n or "/tools/" in n or "/tests/" in n or "nb201_synth" in n]
 
