@@ -254,7 +254,8 @@ SPECS = {
     "nb201-cifar100": lambda: _nb201("cifar100"),
     "nb201-imagenet16-120": lambda: _nb201("imagenet16-120"),
     "nb301-725": lambda: Spec("darts", [
-        Source(str(REPO / "results" / "darts" / "nb301-725-gradsign-naswot-params.parquet"), {"gradsign": "gradsign"}),
+        Source(str(REPO / "results" / "darts" / "nb301-725-gradsign-naswot-params.parquet"),
+               {"gradsign": "gradsign", "naswot": "naswot", "params": "params"}),
         Source(str(RUNS / "proxies-nb301-725"), NEW)], _data("nb301_naslib_725.jsonl"), "val_accuracy"),
     "nb101-500": lambda: Spec("nb101", [Source(str(RUNS / "proxies-nb101-500"), {**NEW, "gradsign": "gradsign"})],
                               _data("nb101_naslib_500.jsonl"), "val_accuracy"),
