@@ -97,3 +97,26 @@ def test_live_driver_refuses_a_second_one_and_a_killed_one_blocks_nothing(tmp_pa
     assert len(ids) == len(set(ids)) == 40  # every arch once
     assert read_holder(run_dir)["pid"] == rerun.pid
     print(f"\n[lock] second driver refused in {refused_in:.1f} s (process start to exit)")
+
+
+def test_report_beside_a_running_driver_is_refused_and_writes_nothing(tmp_path):
+    """``gradsign report`` takes the folder's lock as a driver does: while a driver holds the folder, a report
+    is refused at once (one line, exit 2) and writes nothing, so it cannot leave a partial summary beside
+    the driver's final write."""
+    import subprocess
+    import sys
+
+    from gradsign.pipeline.common.lock import hold_run_folder
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text("name: held\n")
+    lock = hold_run_folder(run_dir)  # this process plays the running driver
+    try:
+        out = subprocess.run([sys.executable, "-m", "gradsign", "report", str(run_dir)], capture_output=True,
+                             text=True, timeout=120)
+    finally:
+        lock.release()
+    assert out.returncode == 2, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "is held by another driver" in out.stderr, out.stderr
+    assert sorted(p.name for p in run_dir.iterdir()) == ["config.yaml", "driver.lock"]

@@ -306,11 +306,23 @@ def _dispatch(cfg, run_dir, run, batch, num_classes, jobs, schema, reducer, prog
 
 
 def recompute(run_dir: Path) -> dict:
-    """Rewrite summary, top-k, report and plots of ``run_dir`` from its config and committed scores."""
+    """Rewrite summary, top-k, report and plots of ``run_dir`` from its config and committed scores.
+
+    Holds the folder's lock while it reads and writes, as a driver does: a report beside a running
+    ``gradsign score`` is refused at once (``RunFolderBusy``, one line naming the driver), so its outputs
+    can never land over, or beside, the driver's own final write."""
     run_dir = Path(run_dir)
     stored = run_dir / "config.yaml"
     if not stored.is_file():
         raise FileNotFoundError(f"{run_dir} is not a run folder (no config.yaml)")
+    lock = hold_run_folder(run_dir)
+    try:
+        return _recompute_held(run_dir, stored)
+    finally:
+        lock.release()
+
+
+def _recompute_held(run_dir: Path, stored: Path) -> dict:
     cfg = config_mod.resolve(stored)
     proxy_registry.load_plugins(cfg["plugins"])  # a plugin may define the space
     space = get_space(cfg["space"])
