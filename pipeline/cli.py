@@ -6,8 +6,10 @@
 Exit status: 0 all requested archs scored; 3 the run finished but some archs failed (see summary.json);
 2 bad input (config, data, arch list, ground truth, run folder) - one message, nothing written that
 looks complete; 1 anything unexpected (or no scorer actor could start: one message naming the cause);
-130 / 143 stopped by SIGINT (Ctrl-C) / SIGTERM (``score`` and ``search``): one line saying what was
-committed, no traceback, and a run folder the same command resumes (``pipeline/common/interrupt.py``).
+130 / 143 stopped by SIGINT (Ctrl-C) / SIGTERM (``score``, ``search``, ``report``, ``candidates``): one line
+saying what state the folder is in, no traceback, and a run folder the same command resumes; outputs that
+belong together (summary and top-k, a search's results, a list) land together or not at all
+(``pipeline/common/interrupt.py``).
 4 the run folder's filesystem refused a write (full: ENOSPC, over quota: EDQUOT, read-only: EROFS) - one
 line naming the folder and the cause; what was committed stays, and the same command resumes.
 """
@@ -137,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
 
     register_readers()  # ground truth may name an official .pth file
     try:
-        if args.command in ("score", "search"):  # long commands: Ctrl-C / SIGTERM end with one line
+        if args.command in INTERRUPTIBLE:  # Ctrl-C / SIGTERM end with one line
             from gradsign.pipeline.common import interrupt
 
             previous = interrupt.install()
@@ -157,13 +159,41 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
 
 
+# The commands whose Ctrl-C / SIGTERM end with one line and the conventional status (130 / 143).
+INTERRUPTIBLE = ("score", "search", "report", "candidates")
+
+
 def _interrupt_text(args: argparse.Namespace, exc: KeyboardInterrupt) -> str:
+    """What the folder holds after the stop, and what to do."""
+    from gradsign.pipeline.common.interrupt import StoppedAfterWriting
+
+    written = isinstance(exc, StoppedAfterWriting)
+    if args.command in ("report", "candidates"):
+        if args.command == "report" and any(getattr(args, k, None) is not None for k in
+                                             ("topk_distance", "topk_by", "topk", "output")):
+            what = "the top-k list"
+        elif args.command == "report":
+            what = f"the summary, top-k and report of {args.run_dir}"
+        else:
+            what = f"{args.output}" + (f" and {args.scores_out}" if args.scores_out else "")
+        if written:
+            return f"finished writing {what} before stopping (each file whole)"
+        return f"stopped before writing {what}: nothing was written, the files are as they were"
     committed, shards, run_dir = (getattr(exc, name, None) for name in ("committed", "shards", "run_dir"))
-    if shards is not None:  # a score run (RunInterrupted) or a search (SearchInterrupted)
-        unit = "shards committed" if args.command == "score" else "tasks finished"
-        again = ("rerun the same command to resume" if args.command == "score"
-                 else "no results written; rerun the same command to run the search again")
-        return f"{committed} of {shards} {unit} in {run_dir}; {again}"
+    if args.command == "score" and shards is not None:  # RunInterrupted
+        text = f"{committed} of {shards} shards committed in {run_dir}"
+        if getattr(exc, "outputs_written", False):
+            text += "; its summary, top-k and report were written whole before stopping"
+            return text + ("" if committed >= shards else "; rerun the same command to resume")
+        if committed >= shards:
+            return text + "; its summary and top-k were not written: rerun the same command to write them"
+        return text + "; rerun the same command to resume"
+    if shards is not None:  # SearchInterrupted
+        if getattr(exc, "written", False):
+            return (f"all {shards} tasks finished and the results were written whole to {run_dir} before stopping; "
+                    "the search is complete")
+        return (f"{committed} of {shards} tasks finished in {run_dir}; no results written (the folder is as it "
+                "was); rerun the same command to run the search again")
     if args.command == "score":
         return "stopped before scoring started; rerun the same command to resume"
     return "stopped before the search started; rerun the same command to run it"

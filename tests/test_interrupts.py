@@ -35,10 +35,11 @@ def no_stray_driver():
             proc.communicate()
 
 
-def cli(*args: str) -> subprocess.Popen:
+def cli(*args: str, env: dict | None = None) -> subprocess.Popen:
     # a session of its own, as a terminal's foreground job: Ctrl-C reaches the whole process group
     proc = subprocess.Popen([sys.executable, "-m", "gradsign", *args], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env=None if env is None else {**os.environ, **env})
     STARTED.append(proc)
     return proc
 
@@ -153,7 +154,8 @@ def test_search_stops_with_one_line_and_no_results(tmp_path, data_dir, signum, r
     line = one_line(err)
     name = signal.Signals(signum).name
     match = re.fullmatch(rf"gradsign: interrupted \({name}\): (\d+) of (\d+) tasks finished in {re.escape(str(out))}; "
-                         r"no results written; rerun the same command to run the search again", line)
+                         r"no results written \(the folder is as it was\); "
+                         r"rerun the same command to run the search again", line)
     assert match and int(match.group(1)) < int(match.group(2)) == 4 * 200, line  # 4 variants x 400 runs / 2
     for name in ("runs.parquet", "trajectories.parquet", "summary.json", "report.md"):  # not a finished search
         assert not (out / name).exists(), name
@@ -161,3 +163,43 @@ def test_search_stops_with_one_line_and_no_results(tmp_path, data_dir, signum, r
         assert group_gone(proc.pid), "a Ray process outlived the interrupted search"
     else:
         assert resources_freed(ray_cluster), "the interrupted search's tasks still hold the cluster's CPUs"
+
+
+def test_a_signal_in_the_output_phase_lets_summary_and_topk_land_together(tmp_path, data_dir, ray_cluster):
+    """After scoring, the driver has shut Ray down (which puts the default SIGTERM action back) and writes
+    its outputs; the plugin ``slow_outputs`` holds it there. SIGTERM (``ray job stop``) then, and SIGINT to a
+    ``report`` in the same phase: every output of the pass lands, then one line and 143 / 130."""
+    run_dir, marker = tmp_path / "run", tmp_path / "outputs-started"
+    sets = small_overrides(tmp_path, data_dir, "sample.size=8", "shard_size=4", "proxies=[params]",
+                           "plugins=[slow_outputs]", f"ray.address={ray_cluster.get_runtime_context().gcs_address}")
+    slow = {"GRADSIGN_TEST_OUTPUTS_MARKER": str(marker)}
+    score = ["score", "configs/nb201-cifar10.yaml", *sum((["--set", s] for s in sets), [])]
+
+    driver = cli(*score, env=slow)
+    wait_until(marker.exists, driver, "the output phase of the run")
+    driver.send_signal(signal.SIGTERM)
+    _, err = driver.communicate(timeout=120)
+    assert driver.returncode == 143, (driver.returncode, err)  # -15 (killed by the signal) without the fix
+    assert one_line(err) == (f"gradsign: interrupted (SIGTERM): 2 of 2 shards committed in {run_dir}; its summary, "
+                             "top-k and report were written whole before stopping")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["archs"] == {"requested": 8, "scored": 8, "failed": 0, "missing": 0}
+    assert summary["proxies"]["waits_for_a_signal"]["n"] == 8
+    topk = (run_dir / "topk.jsonl").read_text()
+    assert len(topk.splitlines()) == 5 and (run_dir / "report.md").is_file()
+
+    for name in ("summary.json", "topk.jsonl", "topk.parquet", "report.md"):
+        (run_dir / name).unlink()
+    marker.unlink()
+    report = cli("report", str(run_dir), env=slow)
+    wait_until(marker.exists, report, "the output phase of the report")
+    os.killpg(report.pid, signal.SIGINT)
+    _, err = report.communicate(timeout=120)
+    assert report.returncode == 130, (report.returncode, err)  # a traceback without the fix
+    assert one_line(err) == (f"gradsign: interrupted (SIGINT): finished writing the summary, top-k and report of "
+                             f"{run_dir} before stopping (each file whole)")
+    again = json.loads((run_dir / "summary.json").read_text())
+    assert again["archs"] == summary["archs"] and again["proxies"] == summary["proxies"]
+    assert (run_dir / "topk.jsonl").read_text() == topk
+    assert (run_dir / "topk.parquet").is_file() and (run_dir / "report.md").is_file()
+    assert not list(run_dir.rglob(".*.tmp"))

@@ -44,11 +44,14 @@ from gradsign.pipeline.driver.space_cache import get_space
 
 class RunInterrupted(KeyboardInterrupt):
     """A run stopped by Ctrl-C or SIGTERM after its cleanup (actors killed, Ray shut down, lock released):
-    ``committed`` of ``shards`` score files are complete in ``run_dir``; the same command resumes it."""
+    ``committed`` of ``shards`` score files are complete in ``run_dir``; the same command resumes it.
+    ``outputs_written``: the signal came while the summary, top-k and report were written, and all of them
+    landed before the stop (else none of this pass did)."""
 
-    def __init__(self, run_dir: Path, committed: int, shards: int):
+    def __init__(self, run_dir: Path, committed: int, shards: int, outputs_written: bool = False):
         super().__init__(f"{committed} of {shards} shards committed in {run_dir}")
         self.run_dir, self.committed, self.shards = run_dir, committed, shards
+        self.outputs_written = outputs_written
 
 
 @dataclass
@@ -233,7 +236,8 @@ def run(cfg: dict) -> RunResult:
                 if started_ray:
                     import ray
 
-                    ray.shutdown()
+                    with interrupt.ray_shutdown_guarded():  # ray.shutdown restores the default SIGTERM action
+                        ray.shutdown()
         wall = time.perf_counter() - started
         this_run = reducer.scored + reducer.failed - before
         facts = {
@@ -254,9 +258,10 @@ def run(cfg: dict) -> RunResult:
                      "fingerprint": batch.fingerprint},
         }
         summary = write_outputs(run_dir, cfg, reducer, facts)
-    except KeyboardInterrupt:  # the finally blocks above ran: actors killed, Ray shut down
+    except KeyboardInterrupt as exc:  # the finally blocks above ran: actors killed, Ray shut down
         committed = len(list((run_dir / SCORES).glob("part-*.parquet")))
-        raise RunInterrupted(run_dir, committed, _shards_requested(cfg, space, arch_ids)) from None
+        raise RunInterrupted(run_dir, committed, _shards_requested(cfg, space, arch_ids),
+                             isinstance(exc, interrupt.StoppedAfterWriting)) from None
     finally:
         lock.release()
     return RunResult(run_dir, summary)

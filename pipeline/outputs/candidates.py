@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from gradsign import spaces
+from gradsign.pipeline.common import interrupt
 from gradsign.pipeline.common.layered import ConfigError, check_output_file
 from gradsign.pipeline.outputs import ranking
 from gradsign.pipeline.outputs.reducer import Columns, Reducer, flagged
@@ -228,9 +229,10 @@ def main_candidates(sources: list[str], space_name: str | None, by: list[str] | 
             if not by:
                 raise ValueError("--by is required when the sources are score tables (the proxy column(s) to rank by)")
             table, scores = table_topk(sources, spaces.get(space_name), by, count, min_distance)
+        with interrupt.writing():  # the list and its scores land together, also on Ctrl-C
             if scores_out:
                 write_list(scores, scores_out)
-        write_list(table, output)
+            write_list(table, output)
     except (ValueError, FileNotFoundError) as exc:
         print(f"gradsign: error: {exc}", file=sys.stderr)
         return 2
@@ -260,8 +262,9 @@ def main_report_topk(run_dir: str, count: int | None, by: list[str] | None, min_
             outputs = [Path(output)]
         for path in outputs:
             check_output_file(path, "--output")
-        for path in outputs:
-            write_list(table, path)
+        with interrupt.writing():  # both files of the list land together, also on Ctrl-C
+            for path in outputs:
+                write_list(table, path)
     except (ValueError, FileNotFoundError) as exc:
         print(f"gradsign: error: {exc}", file=sys.stderr)
         return 2

@@ -16,6 +16,7 @@ import pyarrow as pa
 from gradsign.pipeline.outputs import plots
 from gradsign.pipeline.outputs.reducer import Columns, Reducer
 from gradsign.pipeline.common.atomic import write_atomic, write_text_atomic
+from gradsign.pipeline.common import interrupt
 
 # Spearman rho over all 15,625 NB201 cells, 200-epoch test accuracy (GradSign paper, ICLR 2022, and the
 # zero-cost-nas peers it compares with on CIFAR-10). Keyed by (space, dataset, proxy).
@@ -97,7 +98,13 @@ def _plots(cols: Columns, reducer: Reducer, out: Path, cfg: dict, correlations: 
 
 
 def write_outputs(run_dir: Path, cfg: dict, reducer: Reducer, facts: dict) -> dict:
-    """Write every derived file of ``run_dir``; return the summary."""
+    """Write every derived file of ``run_dir``; return the summary. The files of one pass land together: a
+    CLI's SIGINT/SIGTERM that comes meanwhile waits until the last is written (``interrupt.writing``)."""
+    with interrupt.writing():
+        return _write_outputs(run_dir, cfg, reducer, facts)
+
+
+def _write_outputs(run_dir: Path, cfg: dict, reducer: Reducer, facts: dict) -> dict:
     cols = reducer.columns()
     correlations = reducer.correlations(cols)
     summary = {

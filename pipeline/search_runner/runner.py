@@ -38,6 +38,7 @@ from gradsign import spaces
 from gradsign.pipeline.search_runner import config as search_config
 from gradsign.pipeline.common.layered import ConfigError
 from gradsign.pipeline.common.atomic import write_atomic, write_text_atomic
+from gradsign.pipeline.common import interrupt
 from gradsign.pipeline.common.lock import hold_run_folder
 from gradsign.pipeline.search_runner.inputs import ScoreTableError, load_benchmark, load_scores, load_warm
 from gradsign.pipeline.search_runner.outputs import _fmt, _plot, _plot_queries, _report, _runs_schema, _summary
@@ -110,7 +111,19 @@ def _run_held(cfg, out, started, space_impl, bench, scores, warm, all_variants, 
             print(f"\rsearch: {done}/{len(all_tasks)} tasks", end="" if done < len(all_tasks) else "\n",
                   file=sys.stderr, flush=True)
 
-    results = _execute(cfg, cfg["space"], bench, scores, all_variants, all_tasks, params_of, warm, progress)
+    try:
+        results = _execute(cfg, cfg["space"], bench, scores, all_variants, all_tasks, params_of, warm, progress)
+        return _write_results(cfg, out, started, space_impl, scores, all_variants, all_tasks, results)
+    except SearchInterrupted:
+        raise
+    except KeyboardInterrupt as exc:  # after every task finished: while Ray shut down, or the results were written
+        raise SearchInterrupted(out, len(all_tasks), len(all_tasks),
+                                isinstance(exc, interrupt.StoppedAfterWriting)) from None
+
+
+def _write_results(cfg, out, started, space_impl, scores, all_variants, all_tasks, results) -> SearchResult:
+    """Assemble the results in memory, then replace the folder's previous ones: the removal and every write
+    happen inside ``interrupt.writing()``, so a signal meanwhile lets them all land first."""
     rows = [row for task_rows, _ in results for row in task_rows]
     runs_table = pa.Table.from_pylist(rows, schema=_runs_schema(list(cfg["benchmark"]["final"]["columns"])))
     names = np.asarray([space_impl.arch(i) for i in range(len(space_impl))], dtype=object)
@@ -131,18 +144,19 @@ def _run_held(cfg, out, started, space_impl, bench, scores, warm, all_variants, 
     pick_names = [names[i] if i >= 0 else None for i in runs_table.column("pick_arch_id").to_pylist()]
     runs_table = runs_table.add_column(runs_table.column_names.index("pick_arch_id") + 1, "pick_arch",
                                        pa.array(pick_names, pa.string()))
-    _clear_results(out)  # only now, with every result in memory: an interrupted search left the old folder whole
-    write_atomic(runs_table, out / "runs.parquet")
-    write_atomic(traj_table, out / "trajectories.parquet")
     datasets = list(cfg["benchmark"]["final"]["columns"])
-    wall = time.perf_counter() - started
-    summary = _summary(cfg, all_variants, runs_table, scores, wall, datasets)
-    plot = _plot(cfg, all_variants, traj_table, out / "plots", datasets[0])
-    queries_plot = _plot_queries(all_variants, traj_table, out / "plots", datasets[0])
-    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
-    write_text_atomic(out / "report.md", _report(cfg, summary, datasets, plot)
-                      + (f"![the pick's test accuracy against queries]({queries_plot})\n" if queries_plot else ""))
-    write_text_atomic(out / "config.yaml", search_config.dump(cfg))  # last: it marks the folder complete
+    with interrupt.writing():
+        _clear_results(out)  # only now, with every result in memory: an interrupted search left the old folder whole
+        write_atomic(runs_table, out / "runs.parquet")
+        write_atomic(traj_table, out / "trajectories.parquet")
+        wall = time.perf_counter() - started
+        summary = _summary(cfg, all_variants, runs_table, scores, wall, datasets)
+        plot = _plot(cfg, all_variants, traj_table, out / "plots", datasets[0])
+        queries_plot = _plot_queries(all_variants, traj_table, out / "plots", datasets[0])
+        write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+        write_text_atomic(out / "report.md", _report(cfg, summary, datasets, plot)
+                          + (f"![the pick's test accuracy against queries]({queries_plot})\n" if queries_plot else ""))
+        write_text_atomic(out / "config.yaml", search_config.dump(cfg))  # last: it marks the folder complete
     return SearchResult(out, summary)
 
 

@@ -15,11 +15,13 @@ from gradsign.pipeline.common import interrupt
 
 class SearchInterrupted(KeyboardInterrupt):
     """A search stopped by Ctrl-C or SIGTERM (Ray shut down first): ``committed`` of ``shards`` tasks had
-    finished; no result was written. Searches are not resumed: the same command runs it again."""
+    finished. ``written`` False: no result was written and the folder is as it was before the search;
+    True: the signal came while the results were written, and every file of them landed before the stop.
+    Searches are not resumed: the same command runs it again."""
 
-    def __init__(self, run_dir: Path, committed: int, shards: int):
+    def __init__(self, run_dir: Path, committed: int, shards: int, written: bool = False):
         super().__init__(f"{committed} of {shards} tasks finished")
-        self.run_dir, self.committed, self.shards = run_dir, committed, shards
+        self.run_dir, self.committed, self.shards, self.written = run_dir, committed, shards, written
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -132,5 +134,6 @@ def _execute(cfg, space_name, bench, scores, all_variants, all_tasks, params_of,
         raise SearchInterrupted(Path(cfg["output"]), sum(r is not None for r in results), len(all_tasks)) from None
     finally:
         if started:
-            ray.shutdown()
+            with interrupt.ray_shutdown_guarded():  # ray.shutdown restores the default SIGTERM action
+                ray.shutdown()
     return results
