@@ -260,3 +260,37 @@ def test_report_warns_when_no_arch_has_a_ground_truth_value(runs, tmp_path, caps
     code, err = _cli(capsys, "report", d)
     assert code == 0 and err == ("gradsign: warning: no scored arch has a finite value in ground-truth column 'acc' "
                                  f"of {table}: no correlations"), err
+
+
+@pytest.mark.ray
+def test_relative_paths_are_stored_absolute_and_an_older_relative_one_says_where_it_was(runs, tmp_path, data_dir,
+                                                                                         capsys, monkeypatch):
+    import yaml
+
+    d = _copy(runs[0], tmp_path)
+    started_in, elsewhere = tmp_path / "started-in", tmp_path / "elsewhere"
+    started_in.mkdir()
+    elsewhere.mkdir()
+    (started_in / "data").symlink_to(data_dir)
+    monkeypatch.chdir(started_in)  # a resume (nothing left to score) given relative paths
+    code, err = _cli(capsys, "score", d / "config.yaml", "--set", f"output={d}", "--set",
+                     "data.path=data/cifar10_train_1000.npz", "--set", "ground_truth.path=data/naslib_zc_nb201.csv")
+    assert code == 0, err
+    cfg = yaml.safe_load((d / "config.yaml").read_text())
+    assert cfg["data"]["path"] == str(started_in / "data" / "cifar10_train_1000.npz")
+    assert cfg["ground_truth"]["path"] == str(started_in / "data" / "naslib_zc_nb201.csv")
+
+    monkeypatch.chdir(elsewhere)  # (the 12 cells are not among the table's 724: a warning, no correlations)
+    assert _cli(capsys, "report", d)[0] == 0
+    assert _cli(capsys, "candidates", d, "-o", tmp_path / "c.jsonl", "--count", 3)[0] == 0
+
+    cfg["ground_truth"]["path"] = "data/naslib_zc_nb201.csv"  # as folders made before paths were stored absolute
+    (d / "config.yaml").write_text(yaml.safe_dump(cfg))
+    for argv in (["report", d], ["candidates", d, "-o", tmp_path / "c2.jsonl"]):
+        code, err = _cli(capsys, *argv)
+        assert code == 2 and err == (f"gradsign: error: {d / 'config.yaml'} stores ground_truth.path: "
+                                     "data/naslib_zc_nb201.csv, a path relative to the directory `gradsign score` "
+                                     f"ran in, and it is not found from {elsewhere}: run this command from that "
+                                     f"directory, or write the absolute path into {d / 'config.yaml'}"), err
+    monkeypatch.chdir(started_in)
+    assert _cli(capsys, "report", d)[0] == 0

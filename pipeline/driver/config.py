@@ -127,6 +127,36 @@ def resolve(path: str | Path | None = None, overrides: Iterable[str] = (),
     return layered(DEFAULTS, merge, validate, path, overrides, base)
 
 
+# The config keys that name input files (section, key): a run stores them absolute (``absolute_paths``).
+FILE_KEYS = (("data", "path"), ("sample", "archs"), ("ground_truth", "path"))
+
+
+def absolute_paths(cfg: dict) -> dict:
+    """``cfg`` with every input-file key made absolute against the current directory, so the run folder's
+    ``config.yaml`` reads the same files from any directory (``report``, ``candidates``, ``search``)."""
+    for section, key in FILE_KEYS:
+        if cfg[section][key] is not None:
+            cfg[section][key] = str(Path(str(cfg[section][key])).absolute())
+    return cfg
+
+
+def stored(run_dir: str | Path) -> dict:
+    """The config a run folder stores, resolved. FileNotFoundError when there is none. A folder made before
+    paths were stored absolute may hold a relative one; missing from here, it is refused with one
+    ConfigError saying what it was relative to and what to do (the directory was not recorded)."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run folder (no config.yaml)")
+    cfg = resolve(path)
+    for section, key in FILE_KEYS:
+        value = cfg[section][key]
+        if value is not None and not Path(str(value)).is_absolute() and not Path(str(value)).exists():
+            raise ConfigError(f"{path} stores {section}.{key}: {value}, a path relative to the directory "
+                              f"`gradsign score` ran in, and it is not found from {Path.cwd()}: run this command "
+                              f"from that directory, or write the absolute path into {path}")
+    return cfg
+
+
 def precheck(cfg: dict) -> dict:
     """What a resolved config can be refused for before torch or Ray load (a fraction of a second): an
     unknown space or dataset, an input file that is not there, an output that cannot be a folder. The

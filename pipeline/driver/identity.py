@@ -26,7 +26,7 @@ from gradsign.pipeline.common.run_folder import IDENTITY
 from gradsign.pipeline.driver import config as config_mod
 
 IDENTITY_FILE = IDENTITY  # the run folder module owns the layout
-PATH_KEYS = (("data", "path"), ("sample", "archs"), ("ground_truth", "path"))
+PATH_KEYS = config_mod.FILE_KEYS
 
 
 class RunFolderError(ValueError):

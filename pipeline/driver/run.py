@@ -77,6 +77,7 @@ def prepare(cfg: dict) -> tuple[dict, Path, list[int] | None]:
     """Check everything that can be checked before any data is read or Ray starts; return the config,
     the run folder and the arch_ids of ``sample.archs`` (None without a list), read once here."""
     proxy_registry.load_plugins(cfg["plugins"])
+    config_mod.absolute_paths(cfg)  # the stored config.yaml then reads the same files from any directory
     cfg["proxies"] = _expand_proxies(cfg["proxies"])
     for name in cfg["proxy_options"]:
         if name not in cfg["proxies"]:
@@ -317,18 +318,17 @@ def recompute(run_dir: Path) -> dict:
     ``gradsign score`` is refused at once (``RunFolderBusy``, one line naming the driver), so its outputs
     can never land over, or beside, the driver's own final write."""
     run_dir = Path(run_dir)
-    stored = run_dir / "config.yaml"
-    if not stored.is_file():
+    if not (run_dir / "config.yaml").is_file():
         raise FileNotFoundError(f"{run_dir} is not a run folder (no config.yaml)")
     lock = hold_run_folder(run_dir)
     try:
-        return _recompute_held(run_dir, stored)
+        return _recompute_held(run_dir)
     finally:
         lock.release()
 
 
-def _recompute_held(run_dir: Path, stored: Path) -> dict:
-    cfg = config_mod.resolve(stored)
+def _recompute_held(run_dir: Path) -> dict:
+    cfg = config_mod.stored(run_dir)
     proxy_registry.load_plugins(cfg["plugins"])  # a plugin may define the space
     space = get_space(cfg["space"])
     truth = config_mod.ground_truth(cfg, space)

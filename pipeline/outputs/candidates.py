@@ -69,10 +69,7 @@ def run_topk(run_dir: str | Path, count: int | None = None, by=None, min_distanc
     from gradsign.pipeline.driver.space_cache import get_space
 
     run_dir = Path(run_dir)
-    stored = run_dir / "config.yaml"
-    if not stored.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run folder (no config.yaml)")
-    cfg = config_mod.resolve(stored)
+    cfg = config_mod.stored(run_dir)
     _override(cfg, count, by, min_distance)
     config_mod.validate(cfg)
     proxy_registry.load_plugins(cfg["plugins"])
