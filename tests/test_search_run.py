@@ -4,6 +4,7 @@ identical results for any number of workers (in-process, Ray with 1 and 2 worker
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -329,3 +330,32 @@ def test_every_committed_search_config_loads_and_reruns_as_written(data_dir, tmp
                                           f"output={tmp_path / 'rerun'}"])
     result = search_run.run(small)
     assert list(result.summary["variants"]) == [v.label for v in search_run.variants(small)]
+
+
+@pytest.mark.parametrize("signum", [2, 15])  # SIGINT, SIGTERM
+def test_a_signal_while_the_results_are_written_lets_them_all_land(data_dir, tmp_path, capsys, monkeypatch, signum):
+    """A real signal to this process while the search writes its plot (the previous results already
+    removed): every result file and config.yaml land, then one line and 130 / 143."""
+    import os
+
+    sets = _sets(data_dir, tmp_path, "runs=3", "budget_seconds=2000", "ray.num_workers=0")
+    argv = ["search", SMOKE, *sum((["--set", s] for s in sets), [])]
+    assert main(argv) == 0
+    out = tmp_path / "out"
+    before = pq.read_table(out / "runs.parquet")
+    real_plot = search_run._plot
+
+    def plot_then_signal(*args, **kwargs):
+        os.kill(os.getpid(), signum)  # the CLI's handler holds it: the writing block is open
+        return real_plot(*args, **kwargs)
+
+    monkeypatch.setattr(search_run, "_plot", plot_then_signal)
+    capsys.readouterr()
+    assert main(argv) == 128 + signum
+    err = capsys.readouterr().err.strip()
+    name = "SIGINT" if signum == 2 else "SIGTERM"
+    assert re.fullmatch(rf"gradsign: interrupted \({name}\): all \d+ tasks finished and the results were written "
+                        rf"whole to {re.escape(str(out))} before stopping; the search is complete", err), err
+    for file in ("config.yaml", "runs.parquet", "trajectories.parquet", "summary.json", "report.md"):
+        assert (out / file).is_file(), file
+    assert pq.read_table(out / "runs.parquet").equals(before)  # the same search, written again whole
