@@ -4,7 +4,7 @@ Each case runs ``python -m gradsign ...`` in a fresh process (``--repeat`` times
 prints its wall time, exit status and the first line of stderr. A mistake in a config (a missing file, an
 unknown key, an unknown space) should be answered about as fast as ``--help``: before torch or Ray load.
 
-    python scripts/cli_error_latency.py [--repeat 3]
+    python -m tools.cli_error_latency [--repeat 3]
 """
 
 from __future__ import annotations
