@@ -4,9 +4,10 @@ Started by ``tests/test_node_loss.py`` in a process of its own (``ray.init`` is 
 usable by hand: ``python tests/node_loss_run.py DATA_DIR OUT_DIR [ARCHS]``.
 
 A head and one worker node, separate raylets on 127.0.0.1 with one CPU each, so the run's two
-one-CPU actors sit one on each node. Once the first shard is committed, the worker node is removed
-(its raylet and actor processes killed, no grace); once ``REJOIN_AFTER`` more shards are committed (or
-``REJOIN_DEADLINE_S`` has passed without them: a stalled dispatcher), a new worker node joins. Then a
+one-CPU actors sit one on each node. Once the first shard is committed and the worker node's actor is
+busy with a shard, the worker node is removed (its raylet and actor processes killed, no grace); once
+``REJOIN_AFTER`` more shards are committed (or ``REJOIN_DEADLINE_S`` has passed without them: a stalled
+dispatcher), a new worker node joins. Then a
 clean run of the same cells on the same cluster. Prints one JSON line: the figures and both runs'
 scores, for the test to judge.
 """
@@ -21,6 +22,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from support.processes import cmdline, descendants
 
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # keep every node on 127.0.0.1
 TEMP = tempfile.mkdtemp(prefix="rgnl", dir="/tmp")  # short (Ray's socket paths must fit) and our own:
@@ -43,8 +46,9 @@ def overrides(data_dir: Path, out: Path, archs: int, *extra: str) -> list[str]:
 
 
 class NodeKiller(threading.Thread):
-    """Removes ``worker`` once the first shard of ``scores`` is committed; records commit times; lets a
-    new worker node join after ``REJOIN_AFTER`` more commits (or the deadline)."""
+    """Removes ``worker`` once the first shard of ``scores`` is committed and the worker's actor is busy with a
+    shard; records commit times; lets a new worker node join after ``REJOIN_AFTER`` more commits (or the
+    deadline)."""
 
     def __init__(self, cluster, worker, scores: Path):
         super().__init__(daemon=True)
@@ -54,6 +58,12 @@ class NodeKiller(threading.Thread):
         self.error: str | None = None  # the removal failed
         self.rejoin_error: str | None = None  # the new node could not start (e.g. a machine overloaded)
 
+    def _worker_actor_busy(self) -> bool:
+        """Whether a scorer actor on the worker node is running a method (its process title, below the
+        node's raylet, is ``ray::Scorer.<method>``)."""
+        raylet = self.worker.all_processes["raylet"][0].process.pid
+        return any(cmdline(pid).startswith("ray::Scorer.") for pid in descendants(raylet))
+
     def _poll(self) -> None:
         count = len(list(self.scores.glob("part-*.parquet"))) if self.scores.is_dir() else 0
         now = time.monotonic()
@@ -62,7 +72,9 @@ class NodeKiller(threading.Thread):
     def run(self) -> None:
         try:
             start = time.monotonic()
-            while not self.commits and time.monotonic() - start < 300:
+            # the first commit, and the worker node's actor busy with a shard: its loss is then a death in
+            # flight (on a loaded machine the head's actor may commit before the other one has started)
+            while (not self.commits or not self._worker_actor_busy()) and time.monotonic() - start < 300:
                 self._poll()
                 time.sleep(0.02)
             self.cluster.remove_node(self.worker, allow_graceful=False)

@@ -15,6 +15,7 @@ import pytest
 
 from gradsign import spaces
 from conftest import REPO, small_config, small_overrides
+from support.processes import cmdline, descendants  # noqa: F401  (also imported from here by other tests)
 from gradsign.pipeline.driver.run import run
 
 pytestmark = pytest.mark.ray
@@ -37,30 +38,6 @@ def column(run_dir: Path, name: str) -> list:
 def cli(*args: str, timeout: float = 300, **popen) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "gradsign", *args], cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, **popen)
-
-
-def descendants(pid: int) -> list[int]:
-    """Every live process below ``pid`` (read from /proc; Ray's raylet and workers are among them)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    out, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
-
-
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
 
 
 def wait_for_scores(run_dir: Path, count: int, proc: subprocess.Popen, limit: float = 180) -> None:

@@ -60,6 +60,9 @@ def test_a_second_signal_inside_writing_stops_at_once(tmp_path):
 
 def test_without_the_cli_handlers_writing_changes_nothing(tmp_path):
     done = run_script("""
+        # Python's own SIGINT handler (a process started with SIGINT ignored, as under nohup or some CI
+        # runners, has none: set it, as an interactive caller of the library has it)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
             with interrupt.writing():
                 os.kill(os.getpid(), signal.SIGINT)  # Python's default: KeyboardInterrupt right here

@@ -182,7 +182,9 @@ def test_ready_results_are_handled_before_time_limits_and_a_death_is_charged_as_
 @pytest.mark.slow
 def test_a_worker_node_lost_mid_run_on_a_real_two_node_cluster(tmp_path, data_dir):
     """Two raylets on this machine, one actor on each; the worker node is removed (SIGKILL, no grace)
-    once the first shard is committed and a new one joins after three more commits. Every arch is
+    once the first shard is committed and its actor is busy with a shard (on a loaded machine it may not
+    have started yet: then its loss is a failed start, not a death), and a new one joins after three more
+    commits. Every arch is
     scored once, equal to a clean run; the survivor kept committing while the node was gone; the lost
     actor is charged as a death; nobody timed out."""
     archs = 20
