@@ -15,7 +15,7 @@ import pytest
 
 from gradsign import spaces
 from conftest import REPO, small_config, small_overrides
-from support.processes import cmdline, descendants  # noqa: F401  (also imported from here by other tests)
+from support.processes import cmdline, descendants
 from gradsign.pipeline.driver.run import run
 
 pytestmark = pytest.mark.ray

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import REPO, small_overrides
-from test_faults import cmdline, descendants
+from support.processes import cmdline, descendants
 
 pytestmark = pytest.mark.ray
 

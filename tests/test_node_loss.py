@@ -19,7 +19,7 @@ import time
 import pytest
 
 from conftest import REPO, small_config
-from test_faults import descendants
+from support.processes import descendants
 
 pytestmark = pytest.mark.ray
 
