@@ -57,6 +57,9 @@ class Spec:
     ensembles: list[list[str]] = field(default_factory=list)
     extra_truth: dict[str, str] = field(default_factory=dict)  # more ground-truth columns of the same table
     where: dict | None = None
+    # also correlate per row of the ground-truth table, each row taking its cell's scores (NB101 peer tables
+    # hold several rows per graph: one per training seed; a peer that counts rows correlates so)
+    per_row: bool = False
 
 
 def _read(path: str) -> pa.Table:
@@ -116,6 +119,15 @@ def truth_of(table: pa.Table, spec: Spec, column: str) -> np.ndarray:
     space = spaces.get(spec.space)
     truth = gt_loader.load(spec.truth_path, column, space, spec.where)
     return np.asarray([truth.values.get(spaces.key(space, a), math.nan) for a in table.column("arch").to_pylist()])
+
+
+def per_row(table: pa.Table, spec: Spec, column: str) -> tuple[pa.Table, np.ndarray]:
+    """The table repeated per row of the ground-truth file (rows of cells it lacks dropped), and each row's
+    own value, nothing averaged."""
+    space = spaces.get(spec.space)
+    position = {spaces.key(space, a): i for i, a in enumerate(table.column("arch").to_pylist())}
+    rows = [(position[k], v) for k, v in gt_loader.row_values(spec.truth_path, column, space) if k in position]
+    return table.take(pa.array([i for i, _ in rows], pa.int64())), np.asarray([v for _, v in rows])
 
 
 def correlations(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -220,6 +232,12 @@ def main(argv: list[str] | None = None) -> int:
             held, _ = correlations(ranking.rank_average(values, usable, members), truth[~even])
             print(f"chosen on the even rows: {ensemble_name(members)} (Spearman {rho:.4f} there), "
                   f"{held:.4f} on the odd rows")
+        if spec.per_row:
+            rows, values = per_row(table, spec, column)
+            row_params = rows.column("params").to_numpy(zero_copy_only=False) if params is not None else None
+            print(f"\n### against `{column}`, per row of {Path(spec.truth_path).name} ({rows.num_rows} rows, "
+                  "each taking its cell's scores; the bootstrap resamples rows)\n")
+            print(markdown(statistics(rows, values, proxy_columns, row_params), PUBLISHED.get((args.table, column))))
     return 0
 
 
@@ -257,8 +275,10 @@ SPECS = {
         Source(str(REPO / "results" / "darts" / "nb301-725-gradsign-naswot-params.parquet"),
                {"gradsign": "gradsign", "naswot": "naswot", "params": "params"}),
         Source(str(RUNS / "proxies-nb301-725"), NEW)], _data("nb301_naslib_725.jsonl"), "val_accuracy"),
-    "nb101-500": lambda: Spec("nb101", [Source(str(RUNS / "proxies-nb101-500"), {**NEW, "gradsign": "gradsign"})],
-                              _data("nb101_naslib_500.jsonl"), "val_accuracy"),
+    "nb101-500": lambda: Spec("nb101", [Source(str(RUNS / "proxies-nb101-500"), {**NEW, "gradsign": "gradsign"}),
+                                        Source(str(RUNS / "proxies-nb101-500-bn-batch"),
+                                               {"gradsign": "gradsign_bn_batch"})],
+                              _data("nb101_naslib_500.jsonl"), "val_accuracy", per_row=True),
 }
 
 PUBLISHED = {
