@@ -46,6 +46,9 @@ class Source:
 
     path: str
     columns: dict[str, str]
+    # partial: a run that may not have scored every cell (stopped to be resumed): its columns are filled where
+    # it has the cell and NaN elsewhere (left out of that column's statistics); it never narrows the table
+    partial: bool = False
 
 
 @dataclass
@@ -68,19 +71,30 @@ def _read(path: str) -> pa.Table:
 
 
 def joined(spec: Spec) -> pa.Table:
-    """arch_id, arch, official_index and every source's columns over the cells all sources scored."""
+    """arch_id, arch, official_index and every source's columns over the cells all (non-partial) sources
+    scored; a partial source's columns are NaN where it lacks the cell."""
     merged: dict[int, dict] = {}
     order: list[int] | None = None
-    for source in spec.sources:
-        table = _read(source.path)
+    for source in sorted(spec.sources, key=lambda s: s.partial):
+        if source.partial and not Path(source.path).exists():
+            print(f"note: {source.path} does not exist yet: its columns are all NaN")
+            table = pa.table({"arch_id": pa.array([], pa.int64()), "arch": pa.array([], pa.string())})
+        else:
+            table = _read(source.path)
         if "error" in table.column_names:
             table = table.filter(pc.is_null(table.column("error")))
         ids = table.column("arch_id").to_pylist()
         rows = {i: r for i, r in zip(ids, table.select([c for c in ("arch", "official_index", *source.columns)
                                                          if c in table.column_names]).to_pylist())}
-        keep = set(rows) if order is None else set(order) & set(rows)
-        order = sorted(keep)
-        for i in order:
+        if source.partial:
+            if order is None:
+                raise ValueError(f"{source.path}: a partial source needs a complete source before it")
+            for i in order:
+                for here in source.columns.values():
+                    merged[i].setdefault(here, math.nan)
+        else:
+            order = sorted(set(rows) if order is None else set(order) & set(rows))
+        for i in [i for i in order if i in rows]:
             target = merged.setdefault(i, {"arch_id": i, "arch": rows[i]["arch"],
                                            "official_index": rows[i].get("official_index")})
             if target["arch"] != rows[i]["arch"]:
@@ -277,7 +291,7 @@ SPECS = {
         Source(str(RUNS / "proxies-nb301-725"), NEW)], _data("nb301_naslib_725.jsonl"), "val_accuracy"),
     "nb101-500": lambda: Spec("nb101", [Source(str(RUNS / "proxies-nb101-500"), {**NEW, "gradsign": "gradsign"}),
                                         Source(str(RUNS / "proxies-nb101-500-bn-batch"),
-                                               {"gradsign": "gradsign_bn_batch"})],
+                                               {"gradsign": "gradsign_bn_batch"}, partial=True)],
                               _data("nb101_naslib_500.jsonl"), "val_accuracy", per_row=True),
 }
 
