@@ -279,10 +279,13 @@ def load(path: str | Path, column: str, space, where: dict | None = None) -> Gro
 def row_values(path: str | Path, column: str, space) -> list[tuple[str | None, float]]:
     """(key, value) of every row of the table at ``path``, in file order, nothing averaged: what a peer
     that counts each row (NB101 tables: one row per training seed or per spec) correlates against. A
-    missing or non-numeric value is NaN."""
+    missing value is NaN; a missing or non-numeric column is a GroundTruthError."""
     table = read_table(path)
     if column not in table.column_names:
         raise GroundTruthError(f"ground-truth table {path} has no column {column!r}")
     keys = _row_keys(table, path, space)
-    values = pc.cast(table.column(column), pa.float64()).to_pylist()
+    try:
+        values = pc.cast(table.column(column), pa.float64()).to_pylist()
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise GroundTruthError(f"ground-truth column {column!r} of {path} is not numeric: {exc}") from None
     return [(k, math.nan if v is None else float(v)) for k, v in zip(keys, values)]

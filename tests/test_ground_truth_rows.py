@@ -29,3 +29,8 @@ def test_rows_keep_every_row_and_average_to_the_joined_means(data_dir):
 def test_a_missing_column_is_one_clear_error(data_dir):
     with pytest.raises(ground_truth.GroundTruthError, match="no column 'test_accuracy'"):
         ground_truth.row_values(data_dir / NB101_ROWS, "test_accuracy", spaces.get("nb101"))
+
+
+def test_a_column_that_is_not_numeric_is_one_clear_error(data_dir):
+    with pytest.raises(ground_truth.GroundTruthError, match="'ops' of .* is not numeric"):
+        ground_truth.row_values(data_dir / NB101_ROWS, "ops", spaces.get("nb101"))
