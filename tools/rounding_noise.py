@@ -7,8 +7,9 @@ float64 on a double copy (equal to the per-sample loop in float64: tests/test_gr
 It prints, per space and ``bn`` mode, the share of sign sums S_k that differ between the two precisions and
 the median relative change of the score. A sign sum that moves with the precision is rounding, not signal.
 It also prints the mean of |S_k| / N (float64): N independent fair signs give sqrt(2 / (pi N)) in expectation
-(0.0997 at N = 64), so a value there means the per-sample signs agree no more than coin flips, whatever
-their cause, and the score is that constant times N times the weight count.
+(0.0997 at N = 64). A value near it is what signs that agree no more than coin flips give (weights whose
+gradient is 0 for every sample add 0 and pull it down), and then the score is about that constant times N times
+the weight count.
 """
 
 from __future__ import annotations
@@ -41,17 +42,15 @@ def precision_change(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, bn:
     return differ, total, abs(fp32.score() - fp64.score()) / max(1.0, fp64.score()), magnitude
 
 
+TABLES = {"darts": "nb301_naslib_725.jsonl", "nb101": "nb101_naslib_500.jsonl"}  # rows drawn from these
+
+
 def cells(space_name: str, count: int, data: Path) -> list[str]:
     space = spaces.get(space_name)
-    if space_name == "darts":
-        rows = [json.loads(line) for line in open(data / "nb301_naslib_725.jsonl")]
+    if space_name in TABLES:
+        rows = [json.loads(line) for line in open(data / TABLES[space_name])]
         rng = np.random.default_rng(1)
         return [space.from_record(rows[i]) for i in rng.choice(len(rows), count, replace=False)]
-    if space_name == "nb101":
-        rows = [json.loads(line) for line in open(data / "nb101_naslib_500.jsonl")]
-        rng = np.random.default_rng(1)
-        return [space.canonical({"matrix": rows[i]["matrix"], "ops": rows[i]["ops"]})
-                for i in rng.choice(len(rows), count, replace=False)]
     return [space.arch(int(i)) for i in space.sample_ids(count, 1)]
 
 
